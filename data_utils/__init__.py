@@ -1,0 +1,1 @@
+"""Data path: raw JSONL -> prompt templates -> tokenized, memory-mapped indexed binaries -> torch datasets."""

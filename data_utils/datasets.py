@@ -1,0 +1,140 @@
+"""Torch datasets and collators over the processed binaries.
+
+Training batches are pre-shifted: ``input_ids[t]`` is read and ``labels[t]`` is the token that follows it, with -100
+where no loss is taken (prompt tokens and padding). So ``logits[b, t]`` is scored against ``labels[b, t]`` directly,
+and ``labels != -100`` is the response mask every loss (CE, KD, token selection) shares.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data_utils.indexed_dataset import IndexedDataset
+
+IGNORE_INDEX = -100
+
+
+def split_prefix(data_dir: str | Path, split: str) -> Path:
+    return Path(data_dir) / f"{split}_0"
+
+
+def require_split(data_dir: str | Path, split: str) -> Path:
+    prefix = split_prefix(data_dir, split)
+    for suffix in (".bin", ".idx"):
+        if not prefix.with_suffix(suffix).exists():
+            raise FileNotFoundError(
+                f"{prefix}{suffix} not found: process the data first "
+                f"(bash scripts/<family>/tools/process_data_dolly.sh, or python tools/process_data_dolly.py)")
+    return prefix
+
+
+class InstructionDataset(Dataset):
+    """One processed split: each item is the prompt and response token ids of an example.
+
+    ``num`` keeps only the first ``num`` examples (-1: all); ``raw`` holds the matching ``{split}.jsonl`` records when
+    present (text, references), so generation and metrics can use them.
+    """
+
+    def __init__(self, data_dir: str | Path, split: str, num: int = -1):
+        self.data_dir = Path(data_dir)
+        self.split = split
+        self.data = IndexedDataset(require_split(data_dir, split))
+        n = len(self.data)
+        self.num = n if num is None or num < 0 else min(num, n)
+        jsonl = self.data_dir / f"{split}.jsonl"
+        self.raw: Optional[list[dict[str, Any]]] = None
+        if jsonl.exists():
+            with open(jsonl, encoding="utf-8") as f:
+                self.raw = [json.loads(line) for line in f if line.strip()][: self.num]
+            if len(self.raw) != self.num:
+                raise ValueError(f"{jsonl} has {len(self.raw)} records but {split}_0.bin has {self.num}: "
+                                 f"re-run the processing tool")
+
+    def __len__(self) -> int:
+        return self.num
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"index": i, "prompt": self.data.prompt(i), "response": self.data.response(i)}
+
+    def references(self, i: int) -> list[str]:
+        if self.raw is None:
+            raise FileNotFoundError(f"{self.data_dir / (self.split + '.jsonl')} is missing: references for Rouge-L "
+                                    f"come from it (re-run the processing tool)")
+        rec = self.raw[i]
+        refs = rec.get("references") or [rec["output"]]
+        return [str(r) for r in refs]
+
+
+class LMDataset(Dataset):
+    """Packed pretraining chunks (prompt length 0): every token is a target."""
+
+    def __init__(self, data_dir: str | Path, split: str = "train"):
+        self.data = IndexedDataset(require_split(data_dir, split))
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"index": i, "prompt": np.zeros(0, dtype=np.int64), "response": self.data[i]}
+
+
+class LMCollator:
+    """Builds pre-shifted, right-padded training batches: sequence = prompt + response + EOS, cut to ``max_length``.
+
+    Returns ``input_ids``/``attention_mask``/``labels`` of shape [B, L-1] where L is the longest sequence.
+    """
+
+    def __init__(self, pad_token_id: int, eos_token_id: Optional[int], max_length: int, append_eos: bool = True):
+        self.pad = pad_token_id
+        self.eos = eos_token_id
+        self.max_length = max_length
+        self.append_eos = append_eos and eos_token_id is not None
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        seqs, starts = [], []
+        for it in items:
+            prompt, response = np.asarray(it["prompt"]), np.asarray(it["response"])
+            parts = [prompt, response] + ([np.array([self.eos])] if self.append_eos else [])
+            seq = np.concatenate(parts).astype(np.int64)[: self.max_length]
+            seqs.append(seq)
+            # The first target is the first response token, predicted from the last prompt token.
+            starts.append(max(len(prompt) - 1, 0))
+        width = max(max(len(s) for s in seqs) - 1, 1)
+        input_ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
+        labels = torch.full((len(seqs), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for b, (seq, start) in enumerate(zip(seqs, starts)):
+            n = len(seq) - 1
+            if n <= 0:
+                continue
+            t = torch.from_numpy(seq)
+            input_ids[b, :n] = t[:-1]
+            attention_mask[b, :n] = 1
+            labels[b, start:n] = t[start + 1 :]
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+                "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long)}
+
+
+class PromptCollator:
+    """Left-padded prompt batches for generation (so every row's next token is at the right edge)."""
+
+    def __init__(self, pad_token_id: int, max_prompt_length: int):
+        self.pad = pad_token_id
+        self.max_prompt_length = max_prompt_length
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        prompts = [np.asarray(it["prompt"], dtype=np.int64)[-self.max_prompt_length :] for it in items]
+        width = max(max(len(p) for p in prompts), 1)
+        input_ids = torch.full((len(prompts), width), self.pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for b, p in enumerate(prompts):
+            if len(p):
+                input_ids[b, width - len(p) :] = torch.from_numpy(p)
+                attention_mask[b, width - len(p) :] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long)}

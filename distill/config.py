@@ -1,0 +1,248 @@
+"""Typed run configuration.
+
+Every option of the entry points is a field of one of the dataclasses below: its name, type, default and help text
+live in one place, the command line is generated from them (``model_path`` -> ``--model-path``), and each class
+checks its values in ``__post_init__`` so a bad value stops the run in one line before any model is loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import sys
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Sequence, TypeVar
+
+
+class InputError(ValueError):
+    """Bad user input (a flag, a path, a file's contents); the message names it and the fix."""
+
+
+class ConfigError(InputError):
+    """A bad option value; the message names the flag and what would fix it."""
+
+
+def exit_on_input_error(fn: typing.Callable[..., Any]) -> typing.Callable[..., Any]:
+    """Entry-point decorator: a bad input ends the run with one line on stderr and exit status 2, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (InputError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    return wrapper
+
+
+def _opt(default: Any, help: str, *, aliases: Sequence[str] = (), **extra: Any) -> Any:
+    meta = {"help": help, "aliases": tuple(aliases), **extra}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{_flag(name)}: {msg}")
+
+
+@dataclass
+class ModelConfig:
+    model_path: Optional[str] = _opt(None, "Hugging Face model directory (config + weights + tokenizer) to train.")
+    model_type: Optional[str] = _opt(None, "Family name used in processed-data paths; default: the config's model_type.")
+    gradient_checkpointing: bool = _opt(False, "Recompute activations in backward to save memory.")
+    peft: Optional[Literal["lora"]] = _opt(None, "Parameter-efficient fine-tuning method (only 'lora').")
+    peft_lora_r: int = _opt(8, "LoRA rank.")
+    peft_lora_alpha: int = _opt(32, "LoRA alpha (scaling = alpha / r).")
+    peft_lora_dropout: float = _opt(0.1, "LoRA dropout.")
+    peft_path: Optional[str] = _opt(None, "Existing LoRA adapter to start from (with --peft lora).")
+
+    def __post_init__(self) -> None:
+        _check(self.peft_lora_r > 0, "peft_lora_r", f"must be positive, got {self.peft_lora_r}")
+        _check(0.0 <= self.peft_lora_dropout < 1.0, "peft_lora_dropout", "must be in [0, 1)")
+        _check(self.peft_path is None or self.peft == "lora", "peft_path", "needs --peft lora")
+
+
+@dataclass
+class DataConfig:
+    data_dir: Optional[str] = _opt(None, "Processed data directory holding train_0.bin/.idx and valid_0.bin/.idx "
+                                         "(tools/process_data_dolly.py makes it).")
+    max_length: int = _opt(512, "Maximum tokens of prompt + response (+ EOS) in training.")
+    max_prompt_length: int = _opt(256, "Maximum prompt tokens at generation time.")
+    num_workers: int = _opt(0, "DataLoader worker processes.")
+    dev_num: int = _opt(-1, "Use at most this many validation examples in evaluation (-1: all).")
+    lm_data_dir: Optional[str] = _opt(None, "Packed pretraining corpus (tools/process_data_pretrain.py) for an extra "
+                                            "language-modelling loss.")
+    lm_coef: float = _opt(0.0, "Weight of the language-modelling loss on --lm-data-dir.")
+
+    def __post_init__(self) -> None:
+        _check(self.max_length > 1, "max_length", f"must be > 1, got {self.max_length}")
+        _check(self.max_prompt_length > 0, "max_prompt_length", "must be positive")
+        _check(self.lm_coef >= 0, "lm_coef", "must be >= 0")
+        _check(self.lm_coef == 0 or self.lm_data_dir is not None, "lm_coef", "needs --lm-data-dir")
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = _opt(256, "Maximum generated tokens per response.")
+    do_sample: bool = _opt(False, "Sample instead of greedy decoding.")
+    top_k: int = _opt(0, "Top-k sampling (0: off).")
+    top_p: float = _opt(1.0, "Nucleus sampling threshold.")
+    temperature: float = _opt(1.0, "Sampling temperature.")
+    eval_batch_size: int = _opt(32, "Prompts per generation batch (per rank).")
+
+    def __post_init__(self) -> None:
+        _check(self.max_new_tokens > 0, "max_new_tokens", "must be positive")
+        _check(self.top_k >= 0, "top_k", "must be >= 0")
+        _check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
+        _check(self.temperature > 0, "temperature", "must be > 0")
+        _check(self.eval_batch_size > 0, "eval_batch_size", "must be positive")
+
+
+@dataclass
+class TrainConfig:
+    save: Optional[str] = _opt(None, "Output directory: checkpoints <save>/<step>/, logs, best.json.")
+    deepspeed_config: Optional[str] = _opt(None, "DeepSpeed JSON (configs/deepspeed/); its precision and ZeRO stage "
+                                                 "are used; batch size, accumulation and clipping come from flags.",
+                                           aliases=["--deepspeed_config"])
+    seed: int = _opt(10, "Random seed (model init of new heads, data order, dropout).")
+    lr: float = _opt(5e-4, "Peak learning rate.")
+    weight_decay: float = _opt(1e-2, "AdamW weight decay (not applied to biases and norms).")
+    adam_beta1: float = _opt(0.9, "AdamW beta1.")
+    adam_beta2: float = _opt(0.999, "AdamW beta2.")
+    clip_grad: float = _opt(1.0, "Gradient-norm clipping (0: off).")
+    lr_schedule: Literal["constant", "cosine"] = _opt("cosine", "Learning-rate schedule after warm-up.")
+    warmup_iters: int = _opt(0, "Linear warm-up steps.")
+    lr_min: float = _opt(0.0, "Final learning rate of the cosine schedule.")
+    batch_size: int = _opt(8, "Micro-batch size per process.")
+    gradient_accumulation_steps: int = _opt(1, "Micro-batches per optimizer step.")
+    epochs: Optional[int] = _opt(None, "Training epochs (one of --epochs / --total-iters).")
+    total_iters: Optional[int] = _opt(None, "Optimizer steps; overrides --epochs.")
+    log_interval: int = _opt(10, "Steps between log lines.")
+    eval_interval: int = _opt(0, "Steps between evaluations (0: only at the end).")
+    save_interval: int = _opt(0, "Steps between checkpoints (0: only at the end).")
+    eval_gen: bool = _opt(False, "At each evaluation also generate on the validation set and score Rouge-L.")
+    keep_optimizer_states: int = _opt(1, "Keep optimizer/scheduler/RNG state for this many latest checkpoints "
+                                         "(weights are always kept).")
+    resume: bool = _opt(False, "Continue from the latest complete checkpoint in --save.")
+    report_to: Literal["tensorboard", "wandb", "none"] = _opt("tensorboard", "Where metrics go besides the log file.")
+    wandb_project: str = _opt("distill", "Weights & Biases project (with --report-to wandb).")
+    run_name: Optional[str] = _opt(None, "Name of this run in logs (default: the --save directory's name).")
+
+    def __post_init__(self) -> None:
+        _check(self.save is not None, "save", "is required (the output directory)")
+        _check(self.lr > 0, "lr", "must be > 0")
+        _check(self.batch_size > 0, "batch_size", "must be positive")
+        _check(self.gradient_accumulation_steps > 0, "gradient_accumulation_steps", "must be positive")
+        _check(self.epochs is not None or self.total_iters is not None, "epochs", "give --epochs or --total-iters")
+        _check(self.epochs is None or self.epochs > 0, "epochs", "must be positive")
+        _check(self.total_iters is None or self.total_iters > 0, "total_iters", "must be positive")
+        _check(self.warmup_iters >= 0, "warmup_iters", "must be >= 0")
+        _check(self.keep_optimizer_states >= 1, "keep_optimizer_states", "must be >= 1")
+        if self.deepspeed_config is not None:
+            _check(os.path.isfile(self.deepspeed_config), "deepspeed_config",
+                   f"{self.deepspeed_config} does not exist (see configs/deepspeed/)")
+
+
+C = TypeVar("C")
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Adds one flag per field of ``cls`` to ``parser`` (defaults and help from the field)."""
+    group = parser.add_argument_group(cls.__name__)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, optional = _unwrap_optional(hints[f.name])
+        names = [_flag(f.name), *f.metadata.get("aliases", ())]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        kw: dict[str, Any] = {"dest": f.name, "default": default, "help": f.metadata.get("help", "")}
+        if tp is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(tp) is Literal:
+            choices = typing.get_args(tp)
+            kw.update(type=type(choices[0]), choices=choices)
+        elif typing.get_origin(tp) in (list, tuple):
+            (elem,) = typing.get_args(tp)[:1]
+            kw.update(type=elem, nargs="+")
+        else:
+            kw["type"] = tp
+        if optional and tp is not bool:
+            kw["help"] += " (default: none)" if default is None else ""
+        group.add_argument(*names, **kw)
+
+
+def from_namespace(cls: type[C], ns: argparse.Namespace) -> C:
+    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+
+
+def parse_configs(classes: Sequence[type], argv: Optional[Sequence[str]] = None, description: str = "",
+                  extra: Optional[typing.Callable[[argparse.ArgumentParser], None]] = None) -> list[Any]:
+    """Parses ``argv`` into one instance of each class; a bad value exits with status 2 and a one-line message."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    for cls in classes:
+        add_dataclass_arguments(parser, cls)
+    if extra is not None:
+        extra(parser)
+    ns = parser.parse_args(argv)
+    try:
+        return [from_namespace(cls, ns) for cls in classes]
+    except ConfigError as e:
+        parser.exit(2, f"error: {e}\n")
+
+
+def to_dict(*configs: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for c in configs:
+        out.update(dataclasses.asdict(c))
+    return out
+
+
+@dataclass
+class DistillConfig:
+    teacher_model_path: Optional[str] = _opt(None, "Teacher model directory (or a LoRA adapter directory on a base).")
+    teacher_peft_path: Optional[str] = _opt(None, "LoRA adapter applied to the teacher (merged for inference).")
+    teacher_model_fp16: bool = _opt(False, "Run the frozen teacher in float16 (GPU).")
+    teacher_model_bf16: bool = _opt(False, "Run the frozen teacher in bfloat16.")
+    type: str = _opt("fkl", "Divergence: fkl (kd), rkl, jsd, tvd, sfkl, srkl, or a temperature kind tfkl, trkl, "
+                            "tjsd, ttvd (ttvdf), tsfkl, tsrkl.")
+    kd_ratio: float = _opt(0.5, "Loss = (1 - kd_ratio) * CE + kd_ratio * KD.")
+    temperature_kld: float = _opt(1.0, "Temperature of the temperature kinds (divergence scaled by tau^2).")
+    skew_alpha: float = _opt(0.1, "Skew alpha of sfkl/srkl.")
+    jsd_beta: float = _opt(0.9, "Mixture weight beta of jsd.")
+    token_ratio: float = _opt(1.0, "Selective-token KD: fraction of response tokens per sequence that count (1: all).")
+    token_score: str = _opt("student_entropy", "Token score for --token-ratio < 1: student_entropy, teacher_entropy, "
+                                               "kl, ce_teacher.")
+
+    def __post_init__(self) -> None:
+        from distill.losses import KINDS, TOKEN_SCORES
+
+        _check(self.teacher_model_path is not None, "teacher_model_path", "is required")
+        _check(self.type in KINDS, "type", f"unknown kind {self.type!r}; valid kinds: {', '.join(KINDS)}")
+        _check(self.token_score in TOKEN_SCORES, "token_score",
+               f"unknown score {self.token_score!r}; valid: {', '.join(TOKEN_SCORES)}")
+        _check(0.0 <= self.kd_ratio <= 1.0, "kd_ratio", f"must be in [0, 1], got {self.kd_ratio}")
+        _check(self.temperature_kld > 0, "temperature_kld", "must be > 0")
+        _check(0.0 <= self.skew_alpha <= 1.0, "skew_alpha", "must be in [0, 1]")
+        _check(0.0 < self.jsd_beta < 1.0, "jsd_beta", "must be in (0, 1)")
+        _check(0.0 < self.token_ratio <= 1.0, "token_ratio", "must be in (0, 1]")
+        _check(not (self.teacher_model_fp16 and self.teacher_model_bf16), "teacher_model_fp16",
+               "choose one of --teacher-model-fp16 / --teacher-model-bf16")

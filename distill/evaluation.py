@@ -1,0 +1,139 @@
+"""Generation evaluation of a checkpoint on processed evaluation sets over several seeds.
+
+Writes ``<save>/<set>/<seed>/answers.jsonl`` (one record per example: prompt, response, references, scores) and
+``results.json`` (corpus Rouge-L, exact match), then ``<save>/summary.json`` with mean ± std over seeds per set.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import torch
+
+from data_utils.datasets import InstructionDataset, split_prefix
+from distill import dist
+from distill.config import GenerationConfig, _check, _opt, exit_on_input_error, parse_configs
+from distill.generation import generate_split
+from distill.metrics import per_example_scores
+from distill.models import check_model_dir, load_model, load_tokenizer, model_type
+
+EVAL_SETS = ("dolly", "self_inst", "vicuna", "sinst", "uinst")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class EvalConfig:
+    model_path: Optional[str] = _opt(None, "Model directory, or a LoRA adapter directory (its base is loaded).")
+    peft_path: Optional[str] = _opt(None, "LoRA adapter to apply on --model-path.")
+    model_type: Optional[str] = _opt(None, "Family name in processed-data paths (default: the model's).")
+    data_root: str = _opt("processed_data", "Root of processed sets: <data-root>/<set>/full/<model-type>/valid_0.*")
+    eval_sets: list[str] = _opt(list(EVAL_SETS), "Evaluation sets to run; absent ones are skipped "
+                                                 "(at least one must be present).")
+    data_dir: Optional[str] = _opt(None, "Evaluate one processed directory instead of --eval-sets.")
+    eval_name: Optional[str] = _opt(None, "Name of --data-dir's set in the results (default: 'valid').")
+    split: str = _opt("valid", "Split of each processed directory to evaluate.")
+    save: Optional[str] = _opt(None, "Results directory of this model: <save>/<set>/<seed>/.")
+    seeds: list[int] = _opt([10], "Seeds; with --do-sample each gives a different sample.")
+    dtype: Literal["fp32", "bf16", "fp16"] = _opt("fp32", "Inference precision.")
+    max_prompt_length: int = _opt(256, "Prompt tokens kept (from the right).")
+    dev_num: int = _opt(-1, "Evaluate at most this many examples per set (-1: all).")
+
+    def __post_init__(self) -> None:
+        _check(self.model_path is not None, "model_path", "is required")
+        _check(self.save is not None, "save", "is required (the results directory)")
+        _check(len(self.seeds) > 0, "seeds", "give at least one seed")
+
+
+def resolve_sets(cfg: EvalConfig, family: str) -> list[tuple[str, Path]]:
+    if cfg.data_dir is not None:
+        return [(cfg.eval_name or cfg.split, Path(cfg.data_dir))]
+    found = [(name, Path(cfg.data_root) / name / "full" / family) for name in cfg.eval_sets]
+    present = [(n, p) for n, p in found if split_prefix(p, cfg.split).with_suffix(".idx").exists()]
+    if not present:
+        looked = ", ".join(str(split_prefix(p, cfg.split)) + ".idx" for _, p in found)
+        raise FileNotFoundError(f"no evaluation set found (looked for {looked}); process one with "
+                                f"bash scripts/{family}/tools/process_data_dolly.sh (see README)")
+    return present
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def evaluate_model(cfg: EvalConfig, gen: GenerationConfig) -> dict[str, Any]:
+    check_model_dir(cfg.model_path)
+    family = cfg.model_type or model_type(cfg.model_path)  # type: ignore[arg-type]
+    sets = resolve_sets(cfg, family)
+    env = dist.init_distributed(use_deepspeed=False)
+    if env.device.type == "cpu" and cfg.dtype == "fp16":
+        raise ValueError("--dtype fp16 needs a GPU; use bf16 or fp32 on CPU")
+    tokenizer = load_tokenizer(cfg.model_path)  # type: ignore[arg-type]
+    model = load_model(cfg.model_path, DTYPES[cfg.dtype], peft_path=cfg.peft_path,  # type: ignore[arg-type]
+                       merge_adapter=True).to(env.device)
+    model.eval()
+    save = Path(cfg.save)  # type: ignore[arg-type]
+    summary: dict[str, Any] = {"model_path": cfg.model_path, "sets": {}}
+    for name, data_dir in sets:
+        dataset = InstructionDataset(data_dir, cfg.split, num=cfg.dev_num)
+        per_seed = []
+        for seed in cfg.seeds:
+            t0 = time.time()
+            recs = generate_split(model, tokenizer, dataset, gen, rank=env.rank, world_size=env.world_size,
+                                  device=env.device, max_prompt_length=cfg.max_prompt_length, seed=seed)
+            refs = [dataset.references(r["index"]) for r in recs]
+            scores = per_example_scores([r["response"] for r in recs], refs)
+            n = max(len(scores), 1)
+            result = {"rougeL": sum(s["rougeL"] for s in scores) / n,
+                      "exact_match": sum(s["exact_match"] for s in scores) / n,
+                      "num_examples": len(scores), "seed": seed, "seconds": time.time() - t0,
+                      "mean_gen_tokens": sum(r["num_tokens"] for r in recs) / n}
+            per_seed.append(result)
+            if env.is_main:
+                out = save / name / str(seed)
+                out.mkdir(parents=True, exist_ok=True)
+                raw = dataset.raw or [{} for _ in recs]
+                tmp = out / "answers.jsonl.tmp"
+                with open(tmp, "w", encoding="utf-8") as f:
+                    for r, ref, s in zip(recs, refs, scores):
+                        src = raw[r["index"]]
+                        f.write(json.dumps({"index": r["index"], "instruction": src.get("instruction"),
+                                            "input": src.get("input"), "category": src.get("category"),
+                                            "response": r["response"], "references": ref, **s},
+                                           ensure_ascii=False) + "\n")
+                os.replace(tmp, out / "answers.jsonl")
+                (out / "results.json").write_text(json.dumps(result, indent=2))
+        rl = mean_std([r["rougeL"] for r in per_seed])
+        em = mean_std([r["exact_match"] for r in per_seed])
+        summary["sets"][name] = {"rougeL_mean": rl[0], "rougeL_std": rl[1], "exact_match_mean": em[0],
+                                 "exact_match_std": em[1], "seeds": list(cfg.seeds),
+                                 "num_examples": per_seed[0]["num_examples"]}
+    if env.is_main:
+        save.mkdir(parents=True, exist_ok=True)
+        (save / "summary.json").write_text(json.dumps(summary, indent=2))
+        print_table(summary)
+    return summary
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Rouge-L / exact match — {summary['model_path']}")
+    for col in ("set", "examples", "seeds", "Rouge-L", "exact match"):
+        table.add_column(col)
+    for name, s in summary["sets"].items():
+        table.add_row(name, str(s["num_examples"]), str(len(s["seeds"])),
+                      f"{s['rougeL_mean']:.2f} ± {s['rougeL_std']:.2f}",
+                      f"{s['exact_match_mean']:.2f} ± {s['exact_match_std']:.2f}")
+    Console(width=120).print(table)
+
+
+@exit_on_input_error
+def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    cfg, gen = parse_configs([EvalConfig, GenerationConfig], argv, "Generate and score Rouge-L on evaluation sets.")
+    return evaluate_model(cfg, gen)

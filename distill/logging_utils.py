@@ -1,0 +1,97 @@
+"""Run logging on the main rank: a rich progress bar (loss, lr, tokens/s, ETA), a plain log file
+(``<save>/log.txt``), metrics as JSON lines (``<save>/metrics.jsonl``), and TensorBoard or Weights & Biases."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from distill.config import TrainConfig
+
+
+class RunLogger:
+    def __init__(self, save_dir: Path, cfg: TrainConfig, enabled: bool, config: Optional[Mapping[str, Any]] = None):
+        self.enabled = enabled
+        self.save_dir = save_dir
+        self.progress: Any = None
+        self.task: Any = None
+        self.tb: Any = None
+        self.wandb: Any = None
+        if not enabled:
+            return
+        save_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file = open(save_dir / "log.txt", "a", encoding="utf-8")
+        self.metrics_file = open(save_dir / "metrics.jsonl", "a", encoding="utf-8")
+        if config is not None:
+            (save_dir / "args.json").write_text(json.dumps(dict(config), indent=2, default=str))
+        name = cfg.run_name or save_dir.name
+        if cfg.report_to == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=str(save_dir / "runs"))
+        elif cfg.report_to == "wandb":
+            try:
+                import wandb
+            except ImportError as e:
+                raise ImportError("--report-to wandb: the wandb package is not installed (pip install wandb)") from e
+            self.wandb = wandb.init(project=cfg.wandb_project, name=name, config=dict(config or {}),
+                                    dir=str(save_dir))
+
+    def info(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
+        self.log_file.write(line + "\n")
+        self.log_file.flush()
+        if self.progress is not None and self.progress.live.is_started and sys.stdout.isatty():
+            self.progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
+        else:
+            print(line, flush=True)
+
+    def start(self, total: int, done: int) -> None:
+        if not self.enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        # A live bar only on a terminal; redirected output gets the plain log lines instead.
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
+                                 disable=not sys.stdout.isatty(), refresh_per_second=4)
+        self.task = self.progress.add_task("train", total=total, completed=done, stats="")
+        self.progress.start()
+
+    def advance(self, step: int, loss: float, lr: float, tokens_per_s: float) -> None:
+        if self.enabled and self.progress is not None:
+            self.progress.update(self.task, completed=step,
+                                 stats=f"loss {loss:.4f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s")
+
+    def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.metrics_file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.metrics_file.flush()
+        shown = " | ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        self.info(f"step {step}: {shown}")
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(k, v, step)
+            self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log(dict(metrics), step=step)
+
+    def finish(self, summary: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        self.info("done: " + json.dumps(summary, default=str))
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+        self.log_file.close()
+        self.metrics_file.close()

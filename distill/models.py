@@ -1,0 +1,125 @@
+"""Loading models and tokenizers — only through ``from_pretrained(path)``, for every family and size alike."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+
+def _fetch_hint(path: str) -> str:
+    return (f"{path} is not a model directory: make the built-in tiny models with `python tools/make_tiny_models.py`, "
+            f"or download a checkpoint there (see checkpoints/README.md)")
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def check_model_dir(path: Optional[str], flag: str = "--model-path") -> str:
+    if path is None:
+        raise ValueError(f"{flag} is required")
+    p = Path(path)
+    if not ((p / "config.json").is_file() or is_adapter_dir(p)):
+        raise FileNotFoundError(f"{flag}: " + _fetch_hint(str(path)))
+    return str(p)
+
+
+def adapter_base(path: str | Path) -> str:
+    with open(Path(path) / "adapter_config.json", encoding="utf-8") as f:
+        return json.load(f)["base_model_name_or_path"]
+
+
+def load_tokenizer(path: str) -> Any:
+    """The model's tokenizer, with a pad token (EOS when the tokenizer has none, as GPT-2 style vocabularies do)."""
+    src = adapter_base(path) if is_adapter_dir(path) and not (Path(path) / "tokenizer_config.json").exists() else path
+    tok = AutoTokenizer.from_pretrained(src)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def model_type(path: str) -> str:
+    src = adapter_base(path) if is_adapter_dir(path) else path
+    return AutoConfig.from_pretrained(src).model_type
+
+
+def load_model(path: str, dtype: torch.dtype = torch.float32, *, peft_path: Optional[str] = None,
+               merge_adapter: bool = False) -> nn.Module:
+    """A causal LM from a model directory, or from a LoRA adapter directory (its base is loaded first).
+
+    ``peft_path`` applies an adapter on top of ``path``; ``merge_adapter`` folds it into plain weights (inference).
+    """
+    check_model_dir(path)
+    if is_adapter_dir(path):
+        if peft_path is not None:
+            raise ValueError(f"{path} is itself an adapter; do not also pass an adapter ({peft_path})")
+        path, peft_path = adapter_base(path), path
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    if peft_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, peft_path, is_trainable=not merge_adapter)
+        if merge_adapter:
+            model = model.merge_and_unload()
+    return model
+
+
+def apply_lora(model: nn.Module, r: int, alpha: int, dropout: float, peft_path: Optional[str] = None) -> nn.Module:
+    """Wraps ``model`` with trainable LoRA adapters (all other weights frozen).
+
+    Target modules are peft's per-architecture defaults (attention projections of GPT-2, OPT, LLaMA, Qwen2)."""
+    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+
+    if peft_path is not None:
+        return PeftModel.from_pretrained(model, peft_path, is_trainable=True)
+    cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=r, lora_alpha=alpha, lora_dropout=dropout)
+    return get_peft_model(model, cfg)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def precision_from_ds_config(ds_config: dict[str, Any]) -> torch.dtype:
+    if ds_config.get("bf16", {}).get("enabled"):
+        return torch.bfloat16
+    if ds_config.get("fp16", {}).get("enabled"):
+        return torch.float16
+    return torch.float32
+
+
+def real_vocab_mask(vocab_size_model: int, tokenizer_len: int) -> Optional[torch.Tensor]:
+    """True for embedding rows the tokenizer can emit; None when the model has no padded rows."""
+    if vocab_size_model <= tokenizer_len:
+        return None
+    mask = torch.zeros(vocab_size_model, dtype=torch.bool)
+    mask[:tokenizer_len] = True
+    return mask
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def check_tokenizers_agree(student_tok: Any, teacher_tok: Any, student_path: str, teacher_path: str) -> None:
+    """Distillation compares distributions token by token, so both sides must use the same vocabulary and specials."""
+    from distill.config import InputError
+
+    problems = []
+    if student_tok.get_vocab() != teacher_tok.get_vocab():
+        problems.append(f"vocabularies differ ({len(student_tok)} vs {len(teacher_tok)} tokens)")
+    for name in ("eos_token_id", "bos_token_id"):
+        a, b = getattr(student_tok, name), getattr(teacher_tok, name)
+        if a != b:
+            problems.append(f"{name} {a} vs {b}")
+    if problems:
+        raise InputError(f"student {student_path} and teacher {teacher_path} tokenizers disagree: "
+                         f"{'; '.join(problems)} — distil between models of one tokenizer family")
+
+
+def embedding_rows(model: nn.Module) -> int:
+    return int(model.get_input_embeddings().weight.shape[0])

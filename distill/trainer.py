@@ -1,0 +1,384 @@
+"""The one training loop, shared by SFT and every distillation method.
+
+Stages of ``Trainer.fit``: resume -> for each optimizer step: fetch the step's micro-batches, count the tokens
+each loss term averages over (globally), forward/backward each micro-batch through the DeepSpeed engine, step ->
+log -> evaluate -> checkpoint. What a step computes is the ``Objective``'s business (distill/objectives.py).
+
+Checkpoint layout, ``<save>/<step>/``: Hugging Face weights (safetensors) + tokenizer, loadable with
+``from_pretrained``; ``ds_state/`` (optimizer, scheduler, engine state; kept for the newest
+``--keep-optimizer-states`` checkpoints); ``rng_state_<rank>.pt``; and ``trainer_state.json``, written last, which
+marks the checkpoint complete — ``--resume`` only ever picks a complete one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from data_utils.datasets import InstructionDataset, LMCollator, LMDataset
+from distill import dist
+from distill.config import DataConfig, GenerationConfig, ModelConfig, TrainConfig, to_dict
+from distill.generation import generate_split
+from distill.logging_utils import RunLogger
+from distill.metrics import compute_metrics
+from distill.models import count_parameters, precision_from_ds_config
+from distill.objectives import Objective, ce_sum, forward_logits
+
+STATE_FILE = "trainer_state.json"
+DS_TAG = "ds_state"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data order: a pure function of (seed, epoch, rank), so a resumed run replays exactly the batches it would have seen.
+# ----------------------------------------------------------------------------------------------------------------
+class MicroBatchStream:
+    """Endless stream of collated micro-batches for one rank; ``position`` counts micro-batches consumed."""
+
+    def __init__(self, dataset: Dataset, collate: Any, batch_size: int, seed: int, rank: int, world_size: int,
+                 position: int = 0):
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            raise ValueError("the training split is empty")
+        self.dataset, self.collate, self.batch_size = dataset, collate, batch_size
+        self.seed, self.rank, self.world = seed, rank, world_size
+        n = len(dataset)  # type: ignore[arg-type]
+        self.per_rank = -(-n // world_size)
+        self.batches_per_epoch = -(-self.per_rank // batch_size)
+        self.position = position
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+        perm = torch.randperm(len(self.dataset), generator=g).tolist()  # type: ignore[arg-type]
+        perm += perm[: self.per_rank * self.world - len(perm)]  # equal shards: every rank steps together
+        return perm[self.rank:: self.world]
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        epoch, b = divmod(self.position, self.batches_per_epoch)
+        order = self._epoch_order(epoch)
+        idx = order[b * self.batch_size: (b + 1) * self.batch_size]
+        self.position += 1
+        return self.collate([self.dataset[i] for i in idx])
+
+    @property
+    def epoch(self) -> float:
+        return self.position / self.batches_per_epoch
+
+
+def lr_lambda(step: int, cfg: TrainConfig, total_iters: int) -> float:
+    """Multiplier of the peak learning rate at ``step`` (0-based count of optimizer steps taken)."""
+    if cfg.warmup_iters > 0 and step < cfg.warmup_iters:
+        return (step + 1) / cfg.warmup_iters
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    span = max(total_iters - cfg.warmup_iters, 1)
+    progress = min(max(step - cfg.warmup_iters, 0) / span, 1.0)
+    floor = cfg.lr_min / cfg.lr
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on biases and normalisation weights (1-D tensors)."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def load_ds_config(path: Optional[str], train: TrainConfig, device: torch.device) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"zero_optimization": {"stage": 0}}
+    if path is not None:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    cfg.pop("train_batch_size", None)
+    cfg["train_micro_batch_size_per_gpu"] = train.batch_size
+    cfg["gradient_accumulation_steps"] = train.gradient_accumulation_steps
+    cfg["gradient_clipping"] = train.clip_grad
+    cfg.setdefault("steps_per_print", 10**9)
+    if device.type == "cpu" and cfg.get("fp16", {}).get("enabled"):
+        raise ValueError(f"--deepspeed-config {path}: fp16 needs a GPU; on CPU use a bf16 or fp32 config "
+                         f"(configs/deepspeed/ds_config_zero1_bf16.json)")
+    return cfg
+
+
+def zero_stage(ds_config: Mapping[str, Any]) -> int:
+    return int(ds_config.get("zero_optimization", {}).get("stage", 0))
+
+
+def complete_checkpoints(save: str | Path) -> list[int]:
+    root = Path(save)
+    if not root.is_dir():
+        return []
+    steps = [int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / STATE_FILE).is_file()]
+    return sorted(steps)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # CPU: the process's peak resident set (Linux reports KiB).
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_best(save_dir: Path, best: Mapping[str, Any]) -> None:
+    """``<save>/best.json`` and a relative ``<save>/best`` link to the chosen step's directory, both atomically."""
+    tmp = save_dir / "best.json.tmp"
+    tmp.write_text(json.dumps(dict(best), indent=2))
+    os.replace(tmp, save_dir / "best.json")
+    link_tmp = save_dir / "best.tmp"
+    link_tmp.unlink(missing_ok=True)
+    os.symlink(str(best["step"]), link_tmp)  # relative, so the run directory can move
+    os.replace(link_tmp, save_dir / "best")
+
+
+class Trainer:
+    def __init__(self, *, model: nn.Module, tokenizer: Any, objective: Objective, train: TrainConfig,
+                 data: DataConfig, gen: GenerationConfig, model_cfg: ModelConfig, env: dist.DistEnv,
+                 extra_config: Optional[Mapping[str, Any]] = None):
+        import deepspeed
+
+        self.train_cfg, self.data_cfg, self.gen_cfg, self.model_cfg = train, data, gen, model_cfg
+        self.objective, self.tokenizer, self.env = objective, tokenizer, env
+        self.save_dir = Path(train.save)  # type: ignore[arg-type]
+        self.ds_config = load_ds_config(train.deepspeed_config, train, env.device)
+
+        # Data first: a missing split fails before the model is put on devices.
+        self.train_set = InstructionDataset(data.data_dir, "train")  # type: ignore[arg-type]
+        self.valid_set = InstructionDataset(data.data_dir, "valid", num=data.dev_num)  # type: ignore[arg-type]
+        collate = LMCollator(tokenizer.pad_token_id, tokenizer.eos_token_id, data.max_length)
+        self.stream = MicroBatchStream(self.train_set, collate, train.batch_size, train.seed, env.rank,
+                                       env.world_size)
+        self.lm_stream: Optional[MicroBatchStream] = None
+        if data.lm_data_dir is not None and data.lm_coef > 0:
+            lm_collate = LMCollator(tokenizer.pad_token_id, None, data.max_length, append_eos=False)
+            self.lm_stream = MicroBatchStream(LMDataset(data.lm_data_dir), lm_collate, train.batch_size,
+                                              train.seed + 1, env.rank, env.world_size)
+        self.collate = collate
+        steps_per_epoch = max(self.stream.batches_per_epoch // train.gradient_accumulation_steps, 1)
+        self.total_iters = train.total_iters or steps_per_epoch * int(train.epochs)  # type: ignore[arg-type]
+
+        dtype = precision_from_ds_config(self.ds_config)
+        model = model.to(device=env.device, dtype=dtype) if dtype != torch.float32 else model.to(env.device)
+        self.num_params = count_parameters(model)
+        self.num_trainable = count_parameters(model, trainable_only=True)
+        groups = param_groups(model, train.weight_decay)
+        if self.ds_config.get("zero_optimization", {}).get("offload_optimizer"):
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            optimizer = DeepSpeedCPUAdam(groups, lr=train.lr, betas=(train.adam_beta1, train.adam_beta2))
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=(train.adam_beta1, train.adam_beta2))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, train, self.total_iters))
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
+        self.step = 0
+        self.best: dict[str, Any] = {}
+        self.logger = RunLogger(self.save_dir, train, env.is_main,
+                                config={**to_dict(model_cfg, data, train, gen), **(extra_config or {})})
+        self.logger.info(f"parameters: {self.num_params:,} ({self.num_trainable:,} trainable); "
+                         f"train examples: {len(self.train_set)}, valid: {len(self.valid_set)}; "
+                         f"steps: {self.total_iters} ({steps_per_epoch} per epoch); world size {env.world_size}; "
+                         f"ZeRO stage {zero_stage(self.ds_config)}, dtype {dtype}")
+
+    # ------------------------------------------------------------------------------------------------ one step ---
+    def _global_counts(self, micro_batches: list[dict[str, torch.Tensor]],
+                       lm_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """Units each loss term averages over in this optimizer step, summed over micro-batches and ranks."""
+        names = list(self.objective.terms) + (["lm"] if lm_batches else [])
+        local = [0.0] * len(names)
+        for mb in micro_batches:
+            for i, (k, v) in enumerate(self.objective.counts(mb).items()):
+                local[names.index(k)] += v
+        if lm_batches:
+            local[-1] = float(sum((b["labels"] != -100).sum() for b in lm_batches))
+        total = dist.all_reduce_sum(local, self.env.device).tolist()
+        return dict(zip(names, total))
+
+    def train_step(self) -> dict[str, float]:
+        gas = self.train_cfg.gradient_accumulation_steps
+        micro = [next(self.stream) for _ in range(gas)]
+        lm = [next(self.lm_stream) for _ in range(gas)] if self.lm_stream is not None else []
+        counts = self._global_counts(micro, lm)
+        # DeepSpeed divides by the accumulation steps and averages over ranks; undo both, since every term is
+        # already normalised by its global count.
+        scale = gas * self.env.world_size
+        logged = {k: 0.0 for k in counts}
+        logged["loss"] = 0.0
+        tokens = 0
+        for i, mb in enumerate(micro):
+            mb = {k: v.to(self.env.device) for k, v in mb.items()}
+            sums = self.objective.sums(self.engine, mb)
+            means = {k: sums[k] / max(counts[k], 1.0) for k in self.objective.terms}
+            loss = self.objective.combine(means)
+            if lm:
+                lb = {k: v.to(self.env.device) for k, v in lm[i].items()}
+                means["lm"] = ce_sum(forward_logits(self.engine, lb), lb["labels"]) / max(counts["lm"], 1.0)
+                loss = loss + self.data_cfg.lm_coef * means["lm"]
+                tokens += int(lb["attention_mask"].sum())
+            self.engine.backward(loss * scale)
+            self.engine.step()
+            for k, v in means.items():
+                logged[k] += float(v.detach())
+            logged["loss"] += float(loss.detach())
+            tokens += int(mb["attention_mask"].sum())
+        # The per-rank pieces add up to the global means.
+        keys = list(logged)
+        reduced = dist.all_reduce_sum([logged[k] for k in keys] + [tokens], self.env.device).tolist()
+        out = dict(zip(keys, reduced[:-1]))
+        out["tokens"] = reduced[-1]
+        return out
+
+    # ------------------------------------------------------------------------------------------------ evaluate ---
+    @torch.no_grad()
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Validation loss of every objective term and, with --eval-gen, Rouge-L of greedy generations."""
+        model = self.engine.module
+        was_training = model.training
+        model.eval()
+        n = len(self.valid_set)
+        mine = dist.shard_indices(n, self.env.rank, self.env.world_size, pad=True)
+        real = [True] * len(list(range(self.env.rank, n, self.env.world_size)))
+        real += [False] * (len(mine) - len(real))
+        names = list(self.objective.terms)
+        sums = [0.0] * len(names)
+        counts = [0.0] * len(names)
+        bs = self.gen_cfg.eval_batch_size
+        for s in range(0, len(mine), bs):
+            items = [self.valid_set[i] for i in mine[s:s + bs]]
+            keep = real[s:s + bs]
+            batch = {k: v.to(self.env.device) for k, v in self.collate(items).items()}
+            # Padding rows (repeats that keep ranks in step) get no label, so they add nothing.
+            for b, k in enumerate(keep):
+                if not k:
+                    batch["labels"][b] = -100
+            term_sums = self.objective.sums(model, batch)
+            term_counts = self.objective.counts(batch)
+            for j, k in enumerate(names):
+                sums[j] += float(term_sums[k])
+                counts[j] += term_counts[k]
+        red = dist.all_reduce_sum(sums + counts, self.env.device).tolist()
+        means = {k: red[j] / max(red[len(names) + j], 1.0) for j, k in enumerate(names)}
+        metrics = {f"valid/{k}": v for k, v in means.items()}
+        metrics["valid/loss"] = float(self.objective.combine({k: torch.tensor(v) for k, v in means.items()}))
+        if self.train_cfg.eval_gen:
+            recs = generate_split(model, self.tokenizer, self.valid_set, self.gen_cfg, rank=self.env.rank,
+                                  world_size=self.env.world_size, device=self.env.device,
+                                  max_prompt_length=self.data_cfg.max_prompt_length,
+                                  synced_gpus=zero_stage(self.ds_config) == 3 and self.env.world_size > 1)
+            scores = compute_metrics([r["response"] for r in recs],
+                                     [self.valid_set.references(r["index"]) for r in recs])
+            metrics["valid/rougeL"] = scores["rougeL"]
+            metrics["valid/exact_match"] = scores["exact_match"]
+            metrics["valid/gen_tokens"] = sum(r["num_tokens"] for r in recs) / max(len(recs), 1)
+        if was_training:
+            model.train()
+        self._update_best(step, metrics)
+        self.logger.log_metrics(step, metrics)
+        return metrics
+
+    def _update_best(self, step: int, metrics: Mapping[str, float]) -> None:
+        # Checkpoints are picked by Rouge-L when generation is scored, else by validation loss.
+        key, better = ("valid/rougeL", max) if "valid/rougeL" in metrics else ("valid/loss", min)
+        value = metrics[key]
+        if not self.best or self.best.get("metric") != key or better(value, self.best["value"]) != self.best["value"]:
+            self.best = {"step": step, "metric": key, "value": value, "path": str(self.save_dir / str(step))}
+
+    # ------------------------------------------------------------------------------------------------ save/load ---
+    def save(self, step: int) -> None:
+        ckpt = self.save_dir / str(step)
+        stage3 = zero_stage(self.ds_config) == 3
+        state_dict = self.engine._zero3_consolidated_16bit_state_dict() if stage3 else None
+        if self.env.is_main:
+            ckpt.mkdir(parents=True, exist_ok=True)
+            (ckpt / STATE_FILE).unlink(missing_ok=True)  # incomplete until rewritten below
+            module = self.engine.module
+            module.save_pretrained(ckpt, safe_serialization=True, **({"state_dict": state_dict} if stage3 else {}))
+            self.tokenizer.save_pretrained(ckpt)
+        dist.barrier()
+        client = {"step": step, "position": self.stream.position,
+                  "lm_position": self.lm_stream.position if self.lm_stream else 0, "best": self.best}
+        self.engine.save_checkpoint(str(ckpt), tag=DS_TAG, client_state=client, save_latest=False)
+        torch.save(dist.rng_state(), ckpt / f"rng_state_{self.env.rank}.pt")
+        dist.barrier()
+        if self.env.is_main:
+            tmp = ckpt / (STATE_FILE + ".tmp")
+            tmp.write_text(json.dumps({**client, "complete": True}, indent=2))
+            os.replace(tmp, ckpt / STATE_FILE)
+            self._write_best()
+            for old in complete_checkpoints(self.save_dir)[: -self.train_cfg.keep_optimizer_states]:
+                shutil.rmtree(self.save_dir / str(old) / DS_TAG, ignore_errors=True)
+        dist.barrier()
+        self.logger.info(f"saved checkpoint {ckpt}")
+
+    def _write_best(self) -> None:
+        if self.best and self.env.is_main and (self.save_dir / str(self.best["step"])).is_dir():
+            write_best(self.save_dir, self.best)
+
+    def resume(self) -> int:
+        """Loads the newest complete checkpoint that still has optimizer state; returns its step (0: none)."""
+        candidates = [s for s in complete_checkpoints(self.save_dir) if (self.save_dir / str(s) / DS_TAG).is_dir()]
+        if not candidates:
+            self.logger.info(f"--resume: no complete checkpoint in {self.save_dir}; starting from scratch")
+            return 0
+        step = candidates[-1]
+        ckpt = self.save_dir / str(step)
+        _, client = self.engine.load_checkpoint(str(ckpt), tag=DS_TAG)
+        if client is None:
+            raise RuntimeError(f"{ckpt / DS_TAG}: could not load the DeepSpeed state; delete {ckpt} and resume again")
+        self.stream.position = int(client["position"])
+        if self.lm_stream is not None:
+            self.lm_stream.position = int(client["lm_position"])
+        self.best = client.get("best") or {}
+        dist.set_rng_state(torch.load(ckpt / f"rng_state_{self.env.rank}.pt", weights_only=False))
+        self.logger.info(f"resumed from {ckpt} (step {step})")
+        return step
+
+    # ------------------------------------------------------------------------------------------------ the loop ---
+    def fit(self) -> dict[str, Any]:
+        cfg = self.train_cfg
+        self.step = self.resume() if cfg.resume else 0
+        self.engine.train()
+        self.logger.start(self.total_iters, self.step)
+        t_start = time.time()
+        final_eval: dict[str, float] = {}
+        window_tokens, window_t0 = 0.0, time.time()
+        while self.step < self.total_iters:
+            t0 = time.time()
+            out = self.train_step()
+            self.step += 1
+            dt = time.time() - t0
+            window_tokens += out["tokens"]
+            lr = self.scheduler.get_last_lr()[0] if self.scheduler is not None else cfg.lr
+            self.logger.advance(self.step, out["loss"], lr, out["tokens"] / max(dt, 1e-9))
+            last_step = self.step == self.total_iters
+            last_eval = {}
+            if self.step % cfg.log_interval == 0 or last_step:
+                elapsed = time.time() - window_t0
+                metrics = {f"train/{k}": v for k, v in out.items() if k != "tokens"}
+                metrics.update({"train/lr": lr, "train/tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                                "train/epoch": self.stream.epoch,
+                                "train/peak_mem_mb": peak_memory_mb(self.env.device)})
+                self.logger.log_metrics(self.step, metrics)
+                window_tokens, window_t0 = 0.0, time.time()
+            if (cfg.eval_interval and self.step % cfg.eval_interval == 0) or last_step:
+                last_eval = final_eval = self.evaluate(self.step)
+            # A new best is always saved, so `best` points at weights that exist.
+            new_best = bool(last_eval) and self.best.get("step") == self.step
+            if (cfg.save_interval and self.step % cfg.save_interval == 0) or last_step or new_best:
+                self.save(self.step)
+        self._write_best()
+        summary = {"steps": self.step, "train_seconds": time.time() - t_start, "best": self.best, **final_eval}
+        self.logger.finish(summary)
+        return summary

@@ -1,0 +1,22 @@
+# Supervised fine-tuning launcher, sourced by scripts/<family>/sft/*.sh once they have set
+#   FAMILY, MODEL_NAME (directory under checkpoints/), HF_ID (hub id, for the fetch hint)
+#   and optionally LR, BATCH_SIZE, GRAD_ACC, EPOCHS, DS_NAME, EXTRA=(flags...)
+# Environment overrides: CKPT, DATA_DIR, SAVE_PATH, DS_CONFIG, GPUS_PER_NODE, MASTER_PORT.
+# Any `--flag value` given to the script is passed to train_sft.py last, so it wins.
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh" "$@"
+
+CKPT=${CKPT:-${BASE_PATH}/checkpoints/${MODEL_NAME}}
+DATA_DIR=${DATA_DIR:-${BASE_PATH}/processed_data/dolly/full/${FAMILY}}
+SAVE_PATH=${SAVE_PATH:-${BASE_PATH}/results/${FAMILY}/train/sft/${MODEL_NAME}}
+DS_CONFIG=${DS_CONFIG:-${BASE_PATH}/configs/deepspeed/${DS_NAME:-ds_config_zero1_bf16}.json}
+require_path "$CKPT" "huggingface-cli download ${HF_ID} --local-dir ${CKPT}"
+require_path "$DATA_DIR/train_0.bin" "bash scripts/${FAMILY}/tools/process_data_dolly.sh"
+require_path "$DS_CONFIG" "ls configs/deepspeed/"
+
+launch train_sft.py \
+    --model-path "$CKPT" --data-dir "$DATA_DIR" --save "$SAVE_PATH" --deepspeed-config "$DS_CONFIG" \
+    --lr "${LR:-5e-4}" --batch-size "${BATCH_SIZE:-8}" --gradient-accumulation-steps "${GRAD_ACC:-1}" \
+    --epochs "${EPOCHS:-10}" --lr-schedule cosine --warmup-iters 0 --weight-decay 1e-2 --clip-grad 1.0 \
+    --max-length 512 --max-prompt-length 256 --max-new-tokens 256 \
+    --eval-gen --eval-interval "${EVAL_INTERVAL:-0}" --save-interval "${SAVE_INTERVAL:-0}" --log-interval 10 \
+    --seed "${SEED:-10}" "${EXTRA[@]+"${EXTRA[@]}"}" "${PASS_ARGS[@]+"${PASS_ARGS[@]}"}"

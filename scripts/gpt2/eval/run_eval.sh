@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Rouge-L evaluation of a gpt2 checkpoint (CKPT=<dir>) on every evaluation set present, over seeds.
+FAMILY=gpt2
+source "$(dirname "${BASH_SOURCE[0]}")/../../common/eval.sh" "$@"

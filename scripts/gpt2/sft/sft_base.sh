@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# SFT of GPT-2 base (0.1B), the student baseline.
+FAMILY=gpt2; MODEL_NAME=${MODEL_NAME:-gpt2-base}; HF_ID=openai-community/gpt2
+LR=${LR:-5e-4}; BATCH_SIZE=${BATCH_SIZE:-8}; GRAD_ACC=${GRAD_ACC:-1}; EPOCHS=${EPOCHS:-20}
+source "$(dirname "${BASH_SOURCE[0]}")/../../common/sft.sh" "$@"

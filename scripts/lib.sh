@@ -1,0 +1,60 @@
+# Shared launcher conventions, sourced by every script under scripts/ as
+#     source "$(dirname "${BASH_SOURCE[0]}")/../../lib.sh" "$@"
+# It sets:
+#   BASE_PATH   the repo root, found from this file's location; a first positional argument that is an existing
+#               directory overrides it (the classic `bash scripts/x.sh /path/to/repo` form).
+#   PASS_ARGS   every remaining argument; scripts put them LAST on the Python command line, so a `--flag value`
+#               given to the script wins over the script's own default (argparse keeps the last occurrence).
+# and cd's to BASE_PATH. Environment variables (CKPT, TEACHER_CKPT, DATA_DIR, SAVE_PATH, GPUS_PER_NODE, MASTER_PORT,
+# DS_CONFIG, ...) override each script's defaults; the scripts read them as ${VAR:-default}.
+set -euo pipefail
+
+BASE_PATH="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ $# -gt 0 && "$1" != -* && -d "$1" ]]; then
+    BASE_PATH="$(cd "$1" && pwd)"
+    shift
+fi
+PASS_ARGS=("$@")
+cd "$BASE_PATH"
+export PYTHONPATH="${BASE_PATH}${PYTHONPATH:+:${PYTHONPATH}}"
+
+PYTHON=${PYTHON:-python}
+NNODES=${NNODES:-1}
+if [[ -z "${GPUS_PER_NODE:-}" ]]; then
+    # One process per visible GPU; one CPU process where there is none (the offline default).
+    GPUS_PER_NODE=$("$PYTHON" -c 'import torch; print(max(torch.cuda.device_count(), 1))' 2>/dev/null || echo 1)
+fi
+if [[ -z "${MASTER_PORT:-}" ]]; then
+    MASTER_PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+fi
+
+# require_path PATH HINT: stop at once, naming what was looked for and how to make or fetch it.
+require_path() {
+    if [[ ! -e "$1" ]]; then
+        echo "error: missing $1 — make or fetch it with: $2" >&2
+        exit 1
+    fi
+}
+
+# has_flag NAME: true when the caller passed --NAME through, so a script can skip a default that would clash.
+has_flag() {
+    local a
+    for a in "${PASS_ARGS[@]+"${PASS_ARGS[@]}"}"; do
+        [[ "$a" == "--$1" || "$a" == "--$1="* ]] && return 0
+    done
+    return 1
+}
+
+# run_python FILE ARGS...: a single-process tool.
+run_python() {
+    echo "+ $PYTHON $*" >&2
+    "$PYTHON" "$@"
+}
+
+# launch FILE ARGS...: a training/eval entry point on GPUS_PER_NODE processes per node (torchrun; gloo on CPU).
+launch() {
+    local cmd=("$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$GPUS_PER_NODE"
+               --master_addr "${MASTER_ADDR:-127.0.0.1}" --master_port "$MASTER_PORT" "$@")
+    echo "+ ${cmd[*]}" >&2
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / GPUS_PER_NODE > 0 ? $(nproc) / GPUS_PER_NODE : 1 ))} "${cmd[@]}"
+}

@@ -1,0 +1,405 @@
+#!/usr/bin/env python
+"""Tokenize raw instruction data (JSONL) into indexed binaries for SFT / distillation / evaluation.
+
+    python tools/process_data_dolly.py --data-dir data/dolly --model-path checkpoints/tiny-gpt2-teacher
+
+Input (``--data-dir``, default ``data/<data-name>``), one of:
+
+* ``train.jsonl`` + ``valid.jsonl``: used as given (``--dev-num`` > 0 caps the number of valid examples);
+* ``raw.jsonl``: shuffled with ``--seed``; the first ``--dev-num`` examples become ``valid``, the rest ``train``.
+
+With ``--eval-set`` every example of ``raw.jsonl`` (or, if absent, ``valid.jsonl``) goes, in file order, to a
+single ``valid`` split (``--dev-num`` > 0 caps it). Records are Dolly-style (instruction/context/response) or
+instruction/input/output, see :mod:`data_utils.prompts`.
+
+Output, in ``<processed-data-dir>/<model-type>/`` (default ``processed_data/<data-name>/full/<model-type>/``):
+
+* ``{train,valid}_0.{bin,idx}``: prompt and response token ids (:mod:`data_utils.indexed_dataset`); the prompt
+  and the response are tokenized separately (no special tokens), so each decodes back to its text exactly.
+  Examples whose prompt exceeds ``--max-prompt-length`` tokens are dropped; responses are truncated so that
+  ``len(prompt) + len(response) + 1 <= --max-length`` (the 1 is the EOS the training collator appends).
+  With ``--only-prompt`` the binaries hold prompts only.
+* ``{train,valid}.jsonl``: one record per kept example, in binary order: instruction, input, output (full, never
+  truncated), category, references, prompt.
+* ``meta.json``: tokenizer, vocabulary size, model type, length limits, template and counts.
+
+Everything is written to a temporary directory and moved into place at the end (replacing an earlier output),
+so a failed run leaves nothing behind. Input errors stop the run before any tokenization with one line
+``<file>:<line>: <reason>`` (exit code 2), unless ``--skip-bad-lines`` is given, which skips and counts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as `python tools/process_data_dolly.py`: make the repo's packages importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+from data_utils.indexed_dataset import IndexedDatasetBuilder  # noqa: E402
+from data_utils.prompts import build_prompt, normalize_record  # noqa: E402
+
+MODEL_HINT = "python tools/make_tiny_models.py"
+DATA_HINT = (
+    "put the raw records in <data-dir>/raw.jsonl (e.g. databricks-dolly-15k.jsonl), or make a synthetic set "
+    "with python tools/make_synthetic_data.py and pass its directory"
+)
+
+
+class DataError(ValueError):
+    """Bad input or arguments; the message is one line that names the input and the fix."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared helpers (also used by tools/process_data_pretrain.py)
+
+
+def require_model_path(model_path: Path) -> None:
+    if not Path(model_path).is_dir():
+        raise DataError(f"{model_path}: model/tokenizer directory not found; make it with: {MODEL_HINT}")
+
+
+def load_tokenizer(model_path: str | Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_path))
+
+
+def resolve_model_type(model_path: Path, model_type: str | None) -> str:
+    """``--model-type`` if given, else the ``model_type`` of the checkpoint's config."""
+    if model_type:
+        return model_type
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(model_path)).model_type
+    except (OSError, ValueError) as e:
+        raise DataError(f"{model_path}: cannot read config.json ({e}); pass --model-type") from None
+
+
+def make_temp_dir(final_dir: Path) -> tuple[Path, list[Path]]:
+    """Temp dir next to ``final_dir``; also returns the parent dirs created for it (removed again on failure)."""
+    created: list[Path] = []
+    for parent in reversed(final_dir.parents):
+        if not parent.exists():
+            parent.mkdir()
+            created.append(parent)
+    tmp = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.", suffix=".tmp"))
+    return tmp, created
+
+
+def discard_temp_dir(tmp: Path, created_parents: list[Path]) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)
+    for parent in reversed(created_parents):
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: someone else put something there meanwhile
+            break
+
+
+def move_into_place(tmp: Path, final_dir: Path) -> bool:
+    """Rename ``tmp`` to ``final_dir``, replacing an existing directory; returns whether one was replaced."""
+    tmp.chmod(0o755)  # mkdtemp makes 0700
+    if not final_dir.exists():
+        tmp.rename(final_dir)
+        return False
+    old = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.", suffix=".old"))
+    final_dir.rename(old / "previous")
+    try:
+        tmp.rename(final_dir)
+    except BaseException:
+        (old / "previous").rename(final_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return True
+
+
+# Worker-side tokenizer: loaded once per pool worker by the initializer (set directly when running in-process).
+_TOKENIZER: Any = None
+
+
+def init_worker(model_path: str) -> None:
+    global _TOKENIZER
+    # Each worker is one process of the pool already; rust-side threads on top would only oversubscribe the cores.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _TOKENIZER = load_tokenizer(model_path)
+
+
+@contextlib.contextmanager
+def tokenizer_pool(
+    tokenizer: Any, model_path: str, workers: int
+) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
+    """Yields an ordered ``imap(fn, items)`` whose ``fn`` can use the module-level ``_TOKENIZER``.
+
+    With ``workers > 1`` it is a process pool whose initializer loads the tokenizer once per worker; otherwise
+    ``fn`` runs here with the already loaded ``tokenizer``.
+    """
+    global _TOKENIZER
+    if workers <= 1:
+        _TOKENIZER = tokenizer
+        try:
+            yield lambda fn, items: map(fn, items)
+        finally:
+            _TOKENIZER = None
+        return
+    # fork: workers start without re-importing transformers (spawn would cost seconds per worker).
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    with ctx.Pool(workers, initializer=init_worker, initargs=(model_path,)) as pool:
+        yield lambda fn, items: pool.imap(fn, items, chunksize=32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading and validating input
+
+
+# Raw-record fields consumed by normalize_record (both schemas) and the field this tool adds itself.
+_KNOWN_FIELDS = frozenset({"instruction", "input", "output", "context", "response", "category", "references", "prompt"})
+
+
+@dataclass
+class ReadResult:
+    records: list[dict]
+    bad_lines: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def read_records(path: Path, skip_bad_lines: bool) -> ReadResult:
+    """Parse and normalize every non-blank line of a JSONL file.
+
+    A bad line (invalid JSON, not an object, missing or non-string fields) raises ``DataError("<file>:<line>:
+    <reason>")`` unless ``skip_bad_lines``, in which case it is counted and its message kept.
+    """
+    out = ReadResult(records=[])
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+                rec = normalize_record(obj)
+                # Extra fields (e.g. a difficulty label) ride along into the output jsonl for later analysis.
+                rec.update({k: v for k, v in obj.items() if k not in _KNOWN_FIELDS})
+                out.records.append(rec)
+            except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+                msg = f"{path}:{lineno}: {str(e).splitlines()[0]}"
+                if not skip_bad_lines:
+                    raise DataError(msg + " (fix the line or pass --skip-bad-lines)") from None
+                out.bad_lines += 1
+                out.errors.append(msg)
+    return out
+
+
+def _read(path: Path, skip_bad_lines: bool, bad: list[str]) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"{path}: input file not found; {DATA_HINT}")
+    res = read_records(path, skip_bad_lines)
+    bad.extend(res.errors)
+    if not res.records:
+        raise DataError(f"{path}: no examples in the file (empty input); {DATA_HINT}")
+    return res.records
+
+
+def load_splits(args: argparse.Namespace) -> tuple[dict[str, list[dict]], dict[str, str], list[str]]:
+    """Read the input files and split them: returns ({split: records}, {split: source}, bad-line messages)."""
+    data_dir = Path(args.data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: data directory not found; {DATA_HINT}")
+    raw, train, valid = data_dir / "raw.jsonl", data_dir / "train.jsonl", data_dir / "valid.jsonl"
+    cap = args.dev_num if args.dev_num > 0 else None
+    bad: list[str] = []
+    if args.eval_set:
+        src = raw if raw.is_file() else valid
+        if not src.is_file():
+            raise DataError(f"{data_dir}: --eval-set needs raw.jsonl or valid.jsonl there; {DATA_HINT}")
+        return {"valid": _read(src, args.skip_bad_lines, bad)[:cap]}, {"valid": str(src)}, bad
+    if train.is_file():
+        splits = {
+            "train": _read(train, args.skip_bad_lines, bad),
+            "valid": _read(valid, args.skip_bad_lines, bad)[:cap],
+        }
+        return splits, {"train": str(train), "valid": str(valid)}, bad
+    if not raw.is_file():
+        raise DataError(f"{raw}: input file not found (nor {train.name}); {DATA_HINT}")
+    records = _read(raw, args.skip_bad_lines, bad)
+    if not 0 < args.dev_num < len(records):
+        raise DataError(
+            f"{raw}: --dev-num {args.dev_num} must be between 1 and {len(records) - 1} "
+            f"({len(records)} examples, the rest become train)"
+        )
+    random.Random(args.seed).shuffle(records)
+    splits = {"valid": records[: args.dev_num], "train": records[args.dev_num :]}
+    return splits, {"train": str(raw), "valid": str(raw)}, bad
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tokenizing
+
+
+def fit_lengths(prompt_len: int, response_len: int, max_prompt_length: int, max_length: int) -> int | None:
+    """Number of response tokens to keep, or None to drop the example (prompt longer than max_prompt_length).
+
+    The kept response satisfies ``prompt_len + kept + 1 <= max_length``: one slot stays free for the EOS token
+    the training collator appends.
+    """
+    if prompt_len > max_prompt_length:
+        return None
+    return max(0, min(response_len, max_length - 1 - prompt_len))
+
+
+def encode_example(job: tuple[dict, bool]) -> tuple[str, list[int], list[int]]:
+    """(record, chat_template) -> (prompt text, prompt ids [P], response ids [R]); runs in a worker."""
+    rec, chat_template = job
+    prompt = build_prompt(rec, _TOKENIZER, chat_template=chat_template)
+    p_ids = _TOKENIZER.encode(prompt, add_special_tokens=False)
+    r_ids = _TOKENIZER.encode(rec["output"], add_special_tokens=False)
+    return prompt, p_ids, r_ids
+
+
+def write_split(
+    records: list[dict], encoded: Iterable[tuple[str, list[int], list[int]]], out_dir: Path, split: str,
+    vocab_size: int, args: argparse.Namespace,
+) -> dict[str, int]:
+    """Write ``{split}_0.{bin,idx}`` and ``{split}.jsonl`` into ``out_dir``; returns the split's counts."""
+    counts = {"read": len(records), "kept": 0, "dropped_long_prompt": 0, "truncated_response": 0}
+    with IndexedDatasetBuilder(out_dir / f"{split}_0", vocab_size) as builder, \
+            (out_dir / f"{split}.jsonl").open("w", encoding="utf-8") as jf:
+        for rec, (prompt, p_ids, r_ids) in zip(records, encoded):
+            keep = fit_lengths(len(p_ids), len(r_ids), args.max_prompt_length, args.max_length)
+            if keep is None:
+                counts["dropped_long_prompt"] += 1
+                continue
+            if args.only_prompt:
+                builder.add(p_ids, [])
+            else:
+                counts["truncated_response"] += keep < len(r_ids)
+                builder.add(p_ids, r_ids[:keep])
+            jf.write(json.dumps({**rec, "prompt": prompt}, ensure_ascii=False) + "\n")
+            counts["kept"] += 1
+        if counts["kept"] == 0:
+            raise DataError(
+                f"{split}: all {counts['read']} examples have prompts longer than --max-prompt-length "
+                f"{args.max_prompt_length} tokens; raise --max-prompt-length"
+            )
+    return counts
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.max_prompt_length < 1 or args.max_length < 2:
+        raise DataError("--max-prompt-length must be >= 1 and --max-length >= 2")
+    if args.max_prompt_length >= args.max_length:
+        raise DataError(
+            f"--max-prompt-length {args.max_prompt_length} must be below --max-length {args.max_length} "
+            f"(the response and the EOS need room)"
+        )
+    if args.data_process_workers < 1:
+        raise DataError(f"--data-process-workers must be >= 1, got {args.data_process_workers}")
+
+
+def process(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the whole conversion; returns the summary also stored in ``meta.json``. Raises DataError on bad input."""
+    check_args(args)
+    model_path = Path(args.model_path)
+    require_model_path(model_path)
+    splits, sources, bad = load_splits(args)  # validates every line before any tokenization
+    tokenizer = load_tokenizer(model_path)
+    if args.chat_template and not getattr(tokenizer, "chat_template", None):
+        raise DataError(f"{model_path}: tokenizer has no chat_template; drop --chat-template or use a chat model")
+    model_type = resolve_model_type(model_path, args.model_type)
+    vocab_size = len(tokenizer)
+    final_dir = Path(args.processed_data_dir) / model_type
+
+    tmp, created = make_temp_dir(final_dir)
+    try:
+        split_counts = {}
+        with tokenizer_pool(tokenizer, str(model_path), args.data_process_workers) as imap:
+            for split, records in splits.items():
+                encoded = imap(encode_example, [(rec, args.chat_template) for rec in records])
+                split_counts[split] = write_split(records, encoded, tmp, split, vocab_size, args)
+        totals = {k: sum(c[k] for c in split_counts.values()) for k in next(iter(split_counts.values()))}
+        summary = {
+            "output_dir": str(final_dir),
+            "tokenizer": str(model_path.resolve()),
+            "vocab_size": vocab_size,
+            "model_type": model_type,
+            "max_prompt_length": args.max_prompt_length,
+            "max_length": args.max_length,
+            "template": "chat" if args.chat_template else "instruction",
+            "only_prompt": bool(args.only_prompt),
+            "eval_set": bool(args.eval_set),
+            "seed": args.seed,
+            "sources": sources,
+            "counts": {**totals, "bad_lines": len(bad), "splits": split_counts},
+        }
+        (tmp / "meta.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        summary["replaced_existing"] = move_into_place(tmp, final_dir)
+    except BaseException:
+        discard_temp_dir(tmp, created)
+        raise
+    summary["bad_line_messages"] = bad
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    c = summary["counts"]
+    lines = [f"wrote {summary['output_dir']} (model_type={summary['model_type']}, vocab={summary['vocab_size']}, "
+             f"template={summary['template']})"]
+    for split, sc in c["splits"].items():
+        lines.append(
+            f"  {split:5s}: read {sc['read']}, kept {sc['kept']}, dropped (prompt > {summary['max_prompt_length']} "
+            f"tokens) {sc['dropped_long_prompt']}, truncated responses {sc['truncated_response']}"
+        )
+    lines.append(f"  bad lines skipped: {c['bad_lines']}")
+    lines.extend(f"    {m}" for m in summary.get("bad_line_messages", [])[:10])
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-name", help="dataset name (default: the --data-dir folder's name, else dolly)")
+    p.add_argument("--data-dir", help="directory with raw.jsonl, or train.jsonl + valid.jsonl (default data/<name>)")
+    p.add_argument("--processed-data-dir", help="output root (default processed_data/<name>/full)")
+    p.add_argument("--model-path", required=True, help="checkpoint directory whose tokenizer is used")
+    p.add_argument("--model-type", help="output subdirectory (default: model_type of the checkpoint's config)")
+    p.add_argument("--data-process-workers", type=int, default=1)
+    p.add_argument("--max-prompt-length", type=int, default=256, help="drop examples with longer prompts (tokens)")
+    p.add_argument("--max-length", type=int, default=512, help="truncate responses: prompt + response + EOS <= this")
+    p.add_argument("--dev-num", type=int, default=1000, help="valid examples split off raw.jsonl / cap on valid")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--chat-template", action="store_true", help="render prompts with the tokenizer's chat template")
+    p.add_argument("--only-prompt", action="store_true", help="binaries hold prompts only (jsonl keeps outputs)")
+    p.add_argument("--eval-set", action="store_true", help="all examples to one valid split, in file order")
+    p.add_argument("--skip-bad-lines", action="store_true", help="skip and count malformed lines instead of failing")
+    args = p.parse_args(argv)
+    args.data_name = args.data_name or (Path(args.data_dir).resolve().name if args.data_dir else "dolly")
+    args.data_dir = args.data_dir or f"data/{args.data_name}"
+    args.processed_data_dir = args.processed_data_dir or f"processed_data/{args.data_name}/full"
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = process(args)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
