@@ -125,6 +125,8 @@ class TrainConfig:
     lr_min: float = _opt(0.0, "Final learning rate of the cosine schedule.")
     batch_size: int = _opt(8, "Micro-batch size per process.")
     gradient_accumulation_steps: int = _opt(1, "Micro-batches per optimizer step.")
+    group_by_length: bool = _opt(False, "Batch examples of similar length together (shuffled at the batch level): "
+                                        "less padding, faster steps.")
     epochs: Optional[int] = _opt(None, "Training epochs (one of --epochs / --total-iters).")
     total_iters: Optional[int] = _opt(None, "Optimizer steps; overrides --epochs.")
     log_interval: int = _opt(10, "Steps between log lines.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence
 
 from distill import dist
-from distill.config import DataConfig, GenerationConfig, ModelConfig, TrainConfig, exit_on_input_error, parse_configs
+from distill.config import ConfigError, DataConfig, GenerationConfig, ModelConfig, TrainConfig, exit_on_input_error, parse_configs
 from distill.models import apply_lora, check_model_dir, load_model, load_tokenizer
 from distill.objectives import Objective
 
@@ -25,8 +25,10 @@ def run_training(description: str, make_objective: ObjectiveFactory, extra_class
     check_model_dir(model_cfg.model_path)
     from data_utils.datasets import require_split
 
-    require_split(data_cfg.data_dir or "", "train")
-    require_split(data_cfg.data_dir or "", "valid")
+    if data_cfg.data_dir is None:
+        raise ConfigError("--data-dir is required (a processed directory, made by tools/process_data_dolly.py)")
+    require_split(data_cfg.data_dir, "train")
+    require_split(data_cfg.data_dir, "valid")
     env = dist.init_distributed()
     dist.seed_everything(train_cfg.seed)
     tokenizer = load_tokenizer(model_cfg.model_path)  # type: ignore[arg-type]

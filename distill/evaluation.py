@@ -17,7 +17,7 @@ import torch
 
 from data_utils.datasets import InstructionDataset, split_prefix
 from distill import dist
-from distill.config import GenerationConfig, _check, _opt, exit_on_input_error, parse_configs
+from distill.config import ConfigError, GenerationConfig, _check, _opt, exit_on_input_error, parse_configs
 from distill.generation import generate_split
 from distill.metrics import per_example_scores
 from distill.models import check_model_dir, load_model, load_tokenizer, model_type
@@ -71,7 +71,7 @@ def evaluate_model(cfg: EvalConfig, gen: GenerationConfig) -> dict[str, Any]:
     sets = resolve_sets(cfg, family)
     env = dist.init_distributed(use_deepspeed=False)
     if env.device.type == "cpu" and cfg.dtype == "fp16":
-        raise ValueError("--dtype fp16 needs a GPU; use bf16 or fp32 on CPU")
+        raise ConfigError("--dtype fp16 needs a GPU; use bf16 or fp32 on CPU")
     tokenizer = load_tokenizer(cfg.model_path)  # type: ignore[arg-type]
     model = load_model(cfg.model_path, DTYPES[cfg.dtype], peft_path=cfg.peft_path,  # type: ignore[arg-type]
                        merge_adapter=True).to(env.device)

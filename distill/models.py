@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from distill.config import InputError
+
 
 def _fetch_hint(path: str) -> str:
     return (f"{path} is not a model directory: make the built-in tiny models with `python tools/make_tiny_models.py`, "
@@ -22,7 +24,7 @@ def is_adapter_dir(path: str | Path) -> bool:
 
 def check_model_dir(path: Optional[str], flag: str = "--model-path") -> str:
     if path is None:
-        raise ValueError(f"{flag} is required")
+        raise InputError(f"{flag} is required (a model directory)")
     p = Path(path)
     if not ((p / "config.json").is_file() or is_adapter_dir(p)):
         raise FileNotFoundError(f"{flag}: " + _fetch_hint(str(path)))

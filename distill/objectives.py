@@ -31,7 +31,12 @@ def ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def forward_logits(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    """[B, T, V] logits of a right-padded training batch.
+
+    No attention mask is passed: with right padding a causal model's real tokens only ever attend to earlier, real
+    tokens, and padded positions carry no loss, so the mask changes nothing but would force the slower masked
+    attention path (and the default position ids 0..T-1 are already right)."""
+    return model(input_ids=batch["input_ids"], use_cache=False).logits
 
 
 class Objective:

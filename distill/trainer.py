@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from data_utils.datasets import InstructionDataset, LMCollator, LMDataset
 from distill import dist
-from distill.config import DataConfig, GenerationConfig, ModelConfig, TrainConfig, to_dict
+from distill.config import ConfigError, DataConfig, GenerationConfig, ModelConfig, TrainConfig, to_dict
 from distill.generation import generate_split
 from distill.logging_utils import RunLogger
 from distill.metrics import compute_metrics
@@ -45,10 +45,11 @@ class MicroBatchStream:
     """Endless stream of collated micro-batches for one rank; ``position`` counts micro-batches consumed."""
 
     def __init__(self, dataset: Dataset, collate: Any, batch_size: int, seed: int, rank: int, world_size: int,
-                 position: int = 0):
+                 position: int = 0, lengths: Optional[Any] = None):
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise ValueError("the training split is empty")
         self.dataset, self.collate, self.batch_size = dataset, collate, batch_size
+        self.lengths = lengths  # per-example lengths: group similar lengths into batches (less padding)
         self.seed, self.rank, self.world = seed, rank, world_size
         n = len(dataset)  # type: ignore[arg-type]
         self.per_rank = -(-n // world_size)
@@ -59,7 +60,18 @@ class MicroBatchStream:
         g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
         perm = torch.randperm(len(self.dataset), generator=g).tolist()  # type: ignore[arg-type]
         perm += perm[: self.per_rank * self.world - len(perm)]  # equal shards: every rank steps together
-        return perm[self.rank:: self.world]
+        order = perm[self.rank:: self.world]
+        if self.lengths is None:
+            return order
+        # Length grouping: sort within windows of 64 batches, then shuffle the batches, so each batch holds
+        # similar lengths (padding is wasted compute) while the data order stays random at the batch level.
+        window = self.batch_size * 64
+        grouped: list[int] = []
+        for w in range(0, len(order), window):
+            grouped += sorted(order[w:w + window], key=lambda i: -int(self.lengths[i]))
+        batches = [grouped[b:b + self.batch_size] for b in range(0, len(grouped), self.batch_size)]
+        shuffle = torch.randperm(len(batches), generator=g).tolist()
+        return [i for b in shuffle for i in batches[b]]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return self
@@ -94,7 +106,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     for _, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # No empty group: DeepSpeed drops those, which would leave the LR scheduler (built on the optimizer first) with
+    # one learning rate too many — e.g. LoRA, whose trainable tensors are all 2-D.
+    return [g for g in groups if g["params"]]
 
 
 def load_ds_config(path: Optional[str], train: TrainConfig, device: torch.device) -> dict[str, Any]:
@@ -108,7 +123,7 @@ def load_ds_config(path: Optional[str], train: TrainConfig, device: torch.device
     cfg["gradient_clipping"] = train.clip_grad
     cfg.setdefault("steps_per_print", 10**9)
     if device.type == "cpu" and cfg.get("fp16", {}).get("enabled"):
-        raise ValueError(f"--deepspeed-config {path}: fp16 needs a GPU; on CPU use a bf16 or fp32 config "
+        raise ConfigError(f"--deepspeed-config {path}: fp16 needs a GPU; on CPU use a bf16 or fp32 config "
                          f"(configs/deepspeed/ds_config_zero1_bf16.json)")
     return cfg
 
@@ -159,7 +174,8 @@ class Trainer:
         self.valid_set = InstructionDataset(data.data_dir, "valid", num=data.dev_num)  # type: ignore[arg-type]
         collate = LMCollator(tokenizer.pad_token_id, tokenizer.eos_token_id, data.max_length)
         self.stream = MicroBatchStream(self.train_set, collate, train.batch_size, train.seed, env.rank,
-                                       env.world_size)
+                                       env.world_size,
+                                       lengths=self.train_set.data.sizes if train.group_by_length else None)
         self.lm_stream: Optional[MicroBatchStream] = None
         if data.lm_data_dir is not None and data.lm_coef > 0:
             lm_collate = LMCollator(tokenizer.pad_token_id, None, data.max_length, append_eos=False)

@@ -58,3 +58,14 @@ launch() {
     echo "+ ${cmd[*]}" >&2
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / GPUS_PER_NODE > 0 ? $(nproc) / GPUS_PER_NODE : 1 ))} "${cmd[@]}"
 }
+
+# flag_value NAME DEFAULT: the value of the last --NAME passed through (or DEFAULT), e.g. to name an output directory.
+flag_value() {
+    local value="$2" prev="" a
+    for a in "${PASS_ARGS[@]+"${PASS_ARGS[@]}"}"; do
+        if [[ "$prev" == "--$1" ]]; then value="$a"; fi
+        if [[ "$a" == "--$1="* ]]; then value="${a#--$1=}"; fi
+        prev="$a"
+    done
+    echo "$value"
+}

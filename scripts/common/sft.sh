@@ -17,6 +17,6 @@ launch train_sft.py \
     --model-path "$CKPT" --data-dir "$DATA_DIR" --save "$SAVE_PATH" --deepspeed-config "$DS_CONFIG" \
     --lr "${LR:-5e-4}" --batch-size "${BATCH_SIZE:-8}" --gradient-accumulation-steps "${GRAD_ACC:-1}" \
     --epochs "${EPOCHS:-10}" --lr-schedule cosine --warmup-iters 0 --weight-decay 1e-2 --clip-grad 1.0 \
-    --max-length 512 --max-prompt-length 256 --max-new-tokens 256 \
+    --max-length 512 --max-prompt-length 256 --max-new-tokens 256 --group-by-length \
     --eval-gen --eval-interval "${EVAL_INTERVAL:-0}" --save-interval "${SAVE_INTERVAL:-0}" --log-interval 10 \
     --seed "${SEED:-10}" "${EXTRA[@]+"${EXTRA[@]}"}" "${PASS_ARGS[@]+"${PASS_ARGS[@]}"}"

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The offline quick start, on CPU: built-in synthetic data and tiny GPT-2 teacher/student, run through the same
+# launchers a GPU user runs (process_data_dolly.sh, sft_*.sh, run_eval.sh), then one table of results.
+# Steps whose outputs exist are skipped; FRESH=1 starts over. Output: results/quickstart/ (QS_DIR overrides).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" "$@"
+
+QS_DIR=${QS_DIR:-results/quickstart}
+FAMILY=gpt2
+DS=configs/deepspeed/ds_config_zero0_fp32.json
+DATA=processed_data/synth/full/${FAMILY}
+# Sized so the whole run fits in ~15 minutes on 2 CPU cores with a clear teacher/student gap (docs/quickstart.md).
+TEACHER_EPOCHS=${TEACHER_EPOCHS:-8}
+STUDENT_EPOCHS=${STUDENT_EPOCHS:-8}
+COMMON=(--batch-size 32 --gradient-accumulation-steps 1 --group-by-length --lr 1e-3 --warmup-iters 20 --max-length 256 --max-new-tokens 64 --no-eval-gen
+        --log-interval 50 --eval-batch-size 100)
+EVAL=(--no-do-sample --max-new-tokens 64 --eval-batch-size 100)
+
+if [[ "${FRESH:-0}" == "1" ]]; then rm -rf "$QS_DIR" data/synth processed_data/synth checkpoints/tiny-${FAMILY}-*; fi
+mkdir -p "$QS_DIR"
+TIMES="$QS_DIR/timings.tsv"
+touch "$TIMES"
+
+# stage NAME OUTPUT CMD...: runs CMD unless OUTPUT exists; records its wall time.
+stage() {
+    local name="$1" output="$2"; shift 2
+    if [[ -e "$output" ]]; then echo "== $name: $output exists, skipped"; return; fi
+    echo "== $name"
+    local t0=$SECONDS
+    "$@"
+    printf '%s\t%s\n' "$name" "$((SECONDS - t0))" >> "$TIMES"
+}
+
+stage data data/synth/valid.jsonl  run_python tools/make_synthetic_data.py --out-dir data/synth
+stage models checkpoints/tiny-${FAMILY}-student  run_python tools/make_tiny_models.py \
+    --corpus data/synth/train.jsonl --families "$FAMILY"
+stage process "$DATA/valid_0.idx"  env DATA_DIR=data/synth CKPT=checkpoints/tiny-${FAMILY}-teacher \
+    bash scripts/${FAMILY}/tools/process_data_dolly.sh --max-length 256 --max-prompt-length 192
+stage sft-teacher "$QS_DIR/sft-teacher/best"  env CKPT=checkpoints/tiny-${FAMILY}-teacher DATA_DIR="$DATA" \
+    SAVE_PATH="$QS_DIR/sft-teacher" DS_CONFIG="$DS" GPUS_PER_NODE=1 \
+    bash scripts/${FAMILY}/sft/sft_xlarge.sh "${COMMON[@]}" --epochs "$TEACHER_EPOCHS"
+stage sft-student "$QS_DIR/sft-student/best"  env CKPT=checkpoints/tiny-${FAMILY}-student DATA_DIR="$DATA" \
+    SAVE_PATH="$QS_DIR/sft-student" DS_CONFIG="$DS" GPUS_PER_NODE=1 \
+    bash scripts/${FAMILY}/sft/sft_base.sh "${COMMON[@]}" --epochs "$STUDENT_EPOCHS"
+for run in sft-teacher sft-student; do
+    stage "eval-$run" "$QS_DIR/eval/$run/summary.json"  env CKPT="$QS_DIR/$run/best" SAVE_PATH="$QS_DIR/eval/$run" \
+        DATA_ROOT=processed_data EVAL_SETS=synth SEEDS=10 GPUS_PER_NODE=1 \
+        bash scripts/${FAMILY}/eval/run_eval.sh "${EVAL[@]}"
+done
+
+run_python tools/quickstart_table.py "$QS_DIR"
