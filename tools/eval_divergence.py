@@ -1,0 +1,79 @@
+"""Validation divergence of a student to a teacher, per divergence kind, on response tokens.
+
+How close a student ends to its teacher in the direction a KD kind optimises: e.g. after `--type rkl`, compare the
+student's `rkl` here with the SFT student's. Token-weighted mean over the validation split's response positions.
+
+    python tools/eval_divergence.py --student results/kd/best --teacher results/sft-teacher/best \
+        --data-dir processed_data/synth/full/gpt2 --kinds fkl rkl jsd tvd
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_utils.datasets import InstructionDataset, LMCollator  # noqa: E402
+from distill.config import InputError, exit_on_input_error  # noqa: E402
+from distill.losses import KINDS, distillation_loss  # noqa: E402
+from distill.models import check_tokenizers_agree, load_model, load_tokenizer  # noqa: E402
+from distill.objectives import forward_logits, response_mask  # noqa: E402
+
+
+@torch.no_grad()
+def divergences(student: torch.nn.Module, teacher: torch.nn.Module, dataset: InstructionDataset, collate: LMCollator,
+                kinds: Sequence[str], vocab_size: int, batch_size: int = 32, temperature: float = 1.0,
+                skew_alpha: float = 0.1, jsd_beta: float = 0.9) -> dict[str, float]:
+    """{kind: mean divergence over all response positions of ``dataset``} (teacher and student in eval mode)."""
+    student.eval()
+    teacher.eval()
+    sums = {k: 0.0 for k in kinds}
+    count = 0.0
+    for s in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(s, min(s + batch_size, len(dataset)))])
+        logits = forward_logits(student, batch)[..., :vocab_size]
+        teacher_logits = forward_logits(teacher, batch)[..., :vocab_size]
+        mask = response_mask(batch)
+        count += float(mask.sum())
+        for k in kinds:
+            sums[k] += float(distillation_loss(k, logits, teacher_logits, mask, temperature=temperature,
+                                               skew_alpha=skew_alpha, jsd_beta=jsd_beta, reduction="sum"))
+    return {k: v / max(count, 1.0) for k, v in sums.items()}
+
+
+@exit_on_input_error
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--student", required=True)
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--data-dir", required=True, help="processed data directory (its valid split is used)")
+    parser.add_argument("--split", default="valid")
+    parser.add_argument("--kinds", nargs="+", default=["fkl", "rkl", "jsd", "tvd", "sfkl", "srkl"])
+    parser.add_argument("--temperature", type=float, default=1.0, help="tau of the t* kinds")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--dev-num", type=int, default=-1)
+    parser.add_argument("--out", help="write the result as JSON here")
+    args = parser.parse_args(argv)
+    bad = [k for k in args.kinds if k not in KINDS]
+    if bad:
+        raise InputError(f"--kinds: unknown {bad}; valid kinds: {', '.join(KINDS)}")
+    tok = load_tokenizer(args.student)
+    check_tokenizers_agree(tok, load_tokenizer(args.teacher), args.student, args.teacher)
+    dataset = InstructionDataset(args.data_dir, args.split, num=args.dev_num)
+    collate = LMCollator(tok.pad_token_id, tok.eos_token_id, args.max_length)
+    result = divergences(load_model(args.student, merge_adapter=True), load_model(args.teacher, merge_adapter=True),
+                         dataset, collate, args.kinds, len(tok), temperature=args.temperature)
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
