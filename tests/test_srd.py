@@ -1,0 +1,367 @@
+"""Selective Reflection Distillation: ranking, staging, schedule, stage data, reflection and the staged runner.
+
+The pure parts are checked on hand-made inputs; reflection and the runner run for real on the tiny GPT-2 pair and the
+shared 200-example processed set (reflection and stages in fork-server children, as ``--launcher fork`` does); the
+launch scripts are checked with a stand-in ``PYTHON`` that records the runner's command line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pytest
+import torch
+
+from data_utils.datasets import InstructionDataset, LMCollator
+from data_utils.indexed_dataset import IndexedDataset
+from distill import srd
+from distill.config import InputError
+from distill.metrics import per_example_scores
+
+srd_run = pytest.importorskip("tools.srd_run")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ranking
+# ----------------------------------------------------------------------------------------------------------------
+def test_fractional_ranks_share_ties_and_put_missing_last() -> None:
+    assert srd.fractional_ranks([0.5, 0.9, 0.5, 0.1], higher_is_easier=True) == [2.5, 1.0, 2.5, 4.0]
+    assert srd.fractional_ranks([3.0, None, 1.0, None], higher_is_easier=False) == [2.0, 3.5, 1.0, 3.5]
+    assert srd.fractional_ranks([7, 7, 7], higher_is_easier=False) == [2.0, 2.0, 2.0]
+
+
+def test_rrf_order_depends_on_k() -> None:
+    # Ranks (Rouge-L, loss): A (1, 4), B (2, 2), C (3, 1), D (4, 3).
+    rouge = [100.0, 80.0, 60.0, 40.0]
+    loss = [4.0, 2.0, 1.0, 3.0]
+    at = {k: [r["index"] for r in srd.rank_examples(rouge, loss, "rrf", k)] for k in (0.0, 60.0)}
+    # k = 0: A 1 + 1/4 = 1.25 beats B 1/2 + 1/2 = 1.0; C = 1/3 + 1 = 1.33 first.
+    assert at[0.0] == [2, 0, 1, 3]
+    # k = 60: the flatter weights prefer two middling ranks: C 0.032266 > B 0.032258 > A 0.032018 > D.
+    assert at[60.0] == [2, 1, 0, 3]
+    ranked = srd.rank_examples(rouge, loss, "rrf", 60.0)
+    assert ranked[0] == {"index": 2, "rank_rouge": 3.0, "rank_loss": 1.0, "score": pytest.approx(1 / 63 + 1 / 61)}
+    assert [r["index"] for r in srd.rank_examples(rouge, loss, "rouge")] == [0, 1, 2, 3]
+    assert [r["index"] for r in srd.rank_examples(rouge, loss, "loss")] == [2, 1, 3, 0]
+
+
+def test_equal_scores_and_tied_metrics_keep_index_order() -> None:
+    # Swapped ranks give exactly equal fused scores; the lower example index goes first, whatever the data order.
+    assert [r["index"] for r in srd.rank_examples([1.0, 2.0], [1.0, 2.0])] == [0, 1]
+    assert [r["index"] for r in srd.rank_examples([2.0, 1.0], [2.0, 1.0])] == [0, 1]
+    ranked = srd.rank_examples([50.0, 10.0, 50.0], [1.0, 1.0, 1.0], "rrf", 60.0)
+    assert [r["index"] for r in ranked] == [0, 2, 1]
+    assert [r["rank_rouge"] for r in ranked] == [1.5, 1.5, 3.0]
+    assert ranked[0]["score"] == ranked[1]["score"]
+    # A missing loss is the hardest on that metric.
+    assert [r["index"] for r in srd.rank_examples([5.0, 5.0], [None, 2.0], "loss")] == [1, 0]
+    with pytest.raises(ValueError, match="rank-by"):
+        srd.rank_examples([1.0], [1.0], "bleu")
+    with pytest.raises(ValueError, match="rrf-k"):
+        srd.rank_examples([1.0], [1.0], "rrf", -1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Staging and the temperature schedule
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n, parts, sizes", [(10, 4, [3, 3, 2, 2]), (12, 4, [3, 3, 3, 3]), (7, 3, [3, 2, 2]),
+                                             (5, 5, [1, 1, 1, 1, 1]), (9, 1, [9]), (11, 2, [6, 5])])
+def test_part_sizes(n: int, parts: int, sizes: list[int]) -> None:
+    assert srd.part_sizes(n, parts) == sizes
+
+
+def test_stage_lists_are_cumulative_and_drop_the_hardest() -> None:
+    order = [9, 3, 5, 0, 1, 8, 2, 7, 6, 4]  # easy -> hard; parts 3, 3, 2, 2
+    assert srd.stage_index_lists(order, 4) == [order[:3], order[:6], order[:8]]
+    assert srd.stage_index_lists(order, 4, keep_stages=4)[-1] == order
+    assert srd.stage_index_lists(order, 4, keep_stages=1) == [order[:3]]
+    assert srd.stage_index_lists(order, 1) == [order]  # one part: nothing can be dropped
+    assert srd.stage_index_lists(order, 2) == [order[:5]]
+    with pytest.raises(ValueError, match="keep-stages"):
+        srd.stage_index_lists(order, 4, keep_stages=5)
+    with pytest.raises(ValueError, match="keep-stages"):
+        srd.stage_index_lists(order, 4, keep_stages=0)
+    with pytest.raises(ValueError, match="lower --num-stages"):
+        srd.part_sizes(3, 4)
+
+
+def test_temperature_schedule() -> None:
+    assert srd.temperature_schedule(3) == [1.0, 1.5, 2.0]
+    assert srd.temperature_schedule(5, start=1.0, end=3.0) == [1.0, 1.5, 2.0, 2.5, 3.0]
+    assert srd.temperature_schedule(2, start=2.0, end=1.0) == [2.0, 1.0]
+    assert srd.temperature_schedule(1, start=1.5, end=9.0) == [1.5]
+    assert srd.temperature_schedule(3, [0.5, 1.0, 4.0], start=9.0, end=9.0) == [0.5, 1.0, 4.0]
+    with pytest.raises(ValueError, match="one per trained stage"):
+        srd.temperature_schedule(3, [1.0, 2.0])
+    with pytest.raises(ValueError, match="> 0"):
+        srd.temperature_schedule(2, start=0.0, end=1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Real data: a tiny processed split
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def processed(processed_tiny: Path) -> Path:
+    """200 train / 40 valid synthetic examples processed with the tiny models' tokenizer (shared, read-only here)."""
+    return processed_tiny
+
+
+def test_stage_data_holds_exactly_the_selected_examples(processed: Path, tmp_path: Path) -> None:
+    src = IndexedDataset(processed / "train_0")
+    src_lines = [l for l in (processed / "train.jsonl").read_text(encoding="utf-8").splitlines() if l.strip()]
+    picked = [5, 0, 170, 3]
+    out = tmp_path / "stage_1"
+    assert srd.write_stage_data(processed, picked, out, stage=1) is True
+    got = IndexedDataset(out / "train_0")
+    assert len(got) == len(picked) and got.dtype == src.dtype
+    for j, i in enumerate(picked):
+        assert np.array_equal(got.prompt(j), src.prompt(i))
+        assert np.array_equal(got.response(j), src.response(i))
+    assert (out / "train.jsonl").read_text(encoding="utf-8").splitlines() == [src_lines[i] for i in picked]
+    for name in ("valid_0.bin", "valid_0.idx", "valid.jsonl"):
+        assert (out / name).read_bytes() == (processed / name).read_bytes()
+    ds = InstructionDataset(out, "train")  # the trainer's reader accepts it, references included
+    assert ds.references(0) == InstructionDataset(processed, "train").references(5)
+    assert len(InstructionDataset(out, "valid")) == 40
+    assert json.loads((out / "meta.json").read_text())["srd"]["train_examples"] == 4
+
+    mtime = (out / "train_0.bin").stat().st_mtime_ns
+    assert srd.write_stage_data(processed, picked, out, stage=1) is False  # current: kept
+    assert (out / "train_0.bin").stat().st_mtime_ns == mtime
+    assert srd.write_stage_data(processed, [1, 2], out, stage=1) is True  # other selection: replaced
+    assert len(IndexedDataset(out / "train_0")) == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+def _reflect_argv(models: dict, data: Path, srd_dir: Path) -> list[str]:
+    return ["--model-path", str(models["gpt2"]["student"]), "--data-dir", str(data), "--srd-dir", str(srd_dir),
+            "--part-size", "80", "--max-new-tokens", "4", "--eval-batch-size", "40", "--loss-batch-size", "16"]
+
+
+def test_reflection_scores_and_resumes(processed: Path, tiny_models: dict, tmp_path: Path,
+                                       capfd: pytest.CaptureFixture) -> None:
+    srd_dir = tmp_path / "srd"
+    launch = srd_run.ForkLauncher()
+    argv = _reflect_argv(tiny_models, processed, srd_dir)
+    assert launch("reflect", argv) == 0
+    recs = srd.load_reflection(srd_dir / srd.REFLECTION_FILE, 200)
+    parts = sorted((srd_dir / srd.REFLECTION_PARTS).glob("part_*.jsonl"))
+    assert [p.name for p in parts] == ["part_00000.jsonl", "part_00001.jsonl", "part_00002.jsonl"]
+
+    # Each record's scores are what they claim: Rouge-L of its response, and the mean token CE on the ground truth.
+    from distill.models import load_model, load_tokenizer
+
+    tok = load_tokenizer(str(tiny_models["gpt2"]["student"]))
+    model = load_model(str(tiny_models["gpt2"]["student"])).eval()
+    ds = InstructionDataset(processed, "train")
+    for i in (0, 97, 199):
+        assert recs[i]["rougeL"] == pytest.approx(per_example_scores([recs[i]["response"]], [ds.references(i)])[0]
+                                                  ["rougeL"])
+        prompt, response = ds[i]["prompt"], ds[i]["response"]
+        seq = torch.tensor(np.concatenate([prompt, response, [tok.eos_token_id]]), dtype=torch.long)[None]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=seq).logits[0].float(), -1)
+        targets = seq[0, len(prompt):]  # response tokens and the EOS, each predicted from the position before
+        expected = -logp[torch.arange(len(prompt) - 1, seq.shape[1] - 1), targets].mean().item()
+        assert recs[i]["loss"] == pytest.approx(expected, rel=1e-4)
+        assert recs[i]["loss_tokens"] == len(targets)
+
+    # Interrupted run: part 1 and the assembled file are gone; only part 1 is recomputed.
+    (srd_dir / srd.REFLECTION_FILE).unlink()
+    parts[1].unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in (parts[0], parts[2])}
+    capfd.readouterr()
+    assert launch("reflect", argv) == 0
+    assert "2 already done, 1 to compute" in capfd.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in (parts[0], parts[2])} == kept
+    assert srd.load_reflection(srd_dir / srd.REFLECTION_FILE, 200) == recs  # greedy: the same answers again
+
+    # Other settings on the same directory stop with a one-line error (exit status 2).
+    capfd.readouterr()
+    assert launch("reflect", argv[:-6] + ["--max-new-tokens", "5", "--eval-batch-size", "40"]) == 2
+    assert "other settings (generation differ)" in capfd.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The runner
+# ----------------------------------------------------------------------------------------------------------------
+class Recorder:
+    """A launcher that records what it starts and runs it in a forked child (or refuses to, with ``allow=False``)."""
+
+    def __init__(self, allow: bool = True):
+        self.calls: list[tuple[str, list[str]]] = []
+        self.allow = allow
+        self.fork = srd_run.ForkLauncher()
+
+    def __call__(self, entry: str, argv: Sequence[str]) -> int:
+        self.calls.append((entry, list(argv)))
+        if not self.allow:
+            raise AssertionError(f"unexpected launch of {entry}")
+        return self.fork(entry, argv)
+
+
+def last_value(argv: Sequence[str], flag: str) -> str:
+    return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag][-1]
+
+
+def _run_argv(models: dict, data: Path, save: Path, *extra: str) -> list[str]:
+    return ["--num-stages", "3", "--reflect-part-size", "10", "--srd-dir", str(save.parent / "srd"),
+            "--model-path", str(models["gpt2"]["student"]), "--teacher-model-path", str(models["gpt2"]["teacher"]),
+            "--data-dir", str(data), "--save", str(save), "--type", "tfkl", "--epochs", "1", "--batch-size", "16",
+            "--max-new-tokens", "4", "--eval-batch-size", "4", "--dev-num", "2", "--report-to", "none",
+            "--log-interval", "100", "--group-by-length", *extra]
+
+
+def test_runner_end_to_end_resume_and_report(processed: Path, tiny_models: dict, tmp_path: Path) -> None:
+    save = tmp_path / "run"
+    rec = Recorder()
+    report = srd_run.run_srd(_run_argv(tiny_models, processed, save), launcher=rec)
+    assert [c[0] for c in rec.calls] == ["reflect", "train", "train"]
+    plan = json.loads((save / srd_run.PLAN_FILE).read_text())
+    assert plan["settings"]["part_sizes"] == [67, 67, 66] and plan["settings"]["temperatures"] == [1.0, 2.0]
+    assert [s["status"] for s in plan["stages"]] == ["done", "done"]
+    # 67 and 134 examples at batch size 16, one epoch: 5 and 9 steps.
+    assert [s["planned_steps"] for s in plan["stages"]] == [5, 9]
+
+    # Stage data: the cumulative easiest 8 and 16 examples of the ranking.
+    ranking = srd.read_jsonl(Path(plan["ranking"]))
+    order = [r["index"] for r in ranking]
+    for i, n in enumerate((67, 134)):
+        meta = json.loads((Path(plan["stages"][i]["data_dir"]) / srd.STAGE_MARKER).read_text())
+        assert meta["indices"] == order[:n]
+
+    # Each stage got its data, temperature and, from stage 1 on, the previous stage's final checkpoint.
+    s0, s1 = rec.calls[1][1], rec.calls[2][1]
+    assert last_value(s0, "--model-path") == str(tiny_models["gpt2"]["student"])
+    assert last_value(s1, "--model-path") == str(save / "stage_0" / "5")
+    for i, argv in enumerate((s0, s1)):
+        args = json.loads((save / f"stage_{i}" / "args.json").read_text())  # what the trainer actually used
+        assert args["temperature_kld"] == [1.0, 2.0][i]
+        assert args["data_dir"] == plan["stages"][i]["data_dir"]
+        assert args["model_path"] == last_value(argv, "--model-path")
+        assert "--resume" not in argv
+
+    # Best checkpoint across stages, and the report's exact token counts (the trainer's collator, replayed).
+    best = json.loads((save / "best.json").read_text())
+    assert (save / "best").resolve() == Path(best["path"]).resolve()
+    assert os.readlink(save / "best") == f"stage_{best['stage']}/{best['step']}"
+    assert json.loads((save / srd_run.REPORT_FILE).read_text()) == json.loads(json.dumps(report))
+    for i, steps in enumerate((5, 9)):
+        data = Path(plan["stages"][i]["data_dir"])
+        from distill.trainer import MicroBatchStream
+        from distill.models import load_tokenizer
+
+        tok = load_tokenizer(str(tiny_models["gpt2"]["student"]))
+        train_set = InstructionDataset(data, "train")
+        stream = MicroBatchStream(train_set, LMCollator(tok.pad_token_id, tok.eos_token_id, 512), 16, 10, 0, 1,
+                                  lengths=train_set.data.sizes)  # as the trainer builds it with --group-by-length
+        expected = sum(int(next(stream)["attention_mask"].sum()) for _ in range(steps))
+        row = report["stages"][i]
+        assert (row["examples"], row["steps"], row["tokens"]) == ((67, 134)[i], steps, expected)
+    assert report["total"]["tokens"] == sum(r["tokens"] for r in report["stages"])
+
+    # Re-running the same command launches nothing.
+    idle = Recorder(allow=False)
+    srd_run.run_srd(_run_argv(tiny_models, processed, save), launcher=idle)
+    assert idle.calls == []
+
+    # Two epochs for stage 1: stage 0 is complete and skipped; stage 1 resumes from its step-9 checkpoint.
+    rec2 = Recorder()
+    srd_run.run_srd(_run_argv(tiny_models, processed, save, "--stage-epochs", "1", "2"), launcher=rec2)
+    assert [c[0] for c in rec2.calls] == ["train"]
+    argv = rec2.calls[0][1]
+    assert "--resume" in argv and last_value(argv, "--save") == str(save / "stage_1")
+    assert last_value(argv, "--model-path") == str(save / "stage_0" / "5")
+    assert (save / "stage_1" / "18" / "trainer_state.json").is_file()
+    assert "resumed from" in (save / "stage_1" / "log.txt").read_text()
+
+
+def test_runner_refuses_bad_settings_before_any_work(processed: Path, tiny_models: dict, tmp_path: Path) -> None:
+    save = tmp_path / "run"
+    never = Recorder(allow=False)
+    with pytest.raises(InputError, match="--type fkl ignores the KD temperature"):
+        srd_run.run_srd(_run_argv(tiny_models, processed, save, "--type", "fkl"), launcher=never)
+    with pytest.raises(InputError, match="--temperature-kld is set per stage"):
+        srd_run.run_srd(_run_argv(tiny_models, processed, save, "--temperature-kld", "2"), launcher=never)
+    with pytest.raises(InputError, match="one per trained stage"):
+        srd_run.run_srd(_run_argv(tiny_models, processed, save, "--temperatures", "1", "2", "3"), launcher=never)
+    with pytest.raises(InputError, match="lower --num-stages"):
+        srd_run.run_srd(_run_argv(tiny_models, processed, save, "--num-stages", "201"), launcher=never)
+    with pytest.raises(InputError, match="--stage-epochs has 3 values"):
+        srd_run.run_srd(_run_argv(tiny_models, processed, save, "--stage-epochs", "1", "2", "3"), launcher=never)
+    with pytest.raises(SystemExit):  # a typo in a pass-through flag: train_distill.py's parser stops it
+        srd_run.run_srd(_run_argv(tiny_models, processed, save, "--epocs", "2"), launcher=never)
+    assert not save.exists()
+
+
+def test_flags_split_between_runner_and_training() -> None:
+    cfg, rest = srd_run.split_argv(["--type", "ttvd", "--temperature", "0.7", "--num-stages", "5", "--lr=1e-4",
+                                    "--temperatures", "1", "2", "3", "4", "--eval-gen", "--resume"])
+    assert (cfg.num_stages, cfg.temperatures, cfg.trained_stages) == (5, [1.0, 2.0, 3.0, 4.0], 4)
+    assert rest == ["--type", "ttvd", "--temperature", "0.7", "--lr=1e-4", "--eval-gen", "--resume"]
+    assert srd_run.drop_flags(rest, srd_run.RESUME_FLAGS)[-1] == "--eval-gen"
+    argv = srd_run.stage_argv(["--lr", "1"], stage=2, init="run/stage_1/9", data_dir="d2", save="run/stage_2",
+                              temperature=1.5, epochs=3, total_iters=None, resume=True, peft_base="base",
+                              run_name="r-stage2")
+    assert argv == ["--lr", "1", "--model-path", "base", "--peft-path", "run/stage_1/9", "--data-dir", "d2", "--save",
+                    "run/stage_2", "--temperature-kld", "1.5", "--eval-gen", "--run-name", "r-stage2", "--epochs",
+                    "3", "--resume"]
+    assert srd_run.default_srd_dir("data/x", "results/a/run7/best") == Path("data/x/srd/run7")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Launch scripts
+# ----------------------------------------------------------------------------------------------------------------
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PAIRS = {"gpt2": ("scripts/gpt2/srd/train_0.1B_1.5B.sh", "gpt2-base", "gpt2-xlarge"),
+         "opt": ("scripts/opt/srd/train_0.1B_2.7B.sh", "opt-125M", "opt-2.7B"),
+         "llama": ("scripts/llama/srd/train_3B_7B.sh", "openllama2-3B", "openllama2-7B"),
+         "qwen2": ("scripts/qwen2/srd/train_0.5B_1.5B.sh", "qwen2-0.5B", "qwen2-1.5B")}
+
+
+@pytest.mark.parametrize("family", sorted(PAIRS))
+def test_srd_script_routes_every_flag(family: str, tiny_models: dict, processed_tiny_root: Path, tmp_path: Path,
+                                      subprocess_env: dict[str, str]) -> None:
+    script, student, teacher = PAIRS[family]
+    stub, argv_file = tmp_path / "python-stub", tmp_path / "argv"
+    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\0" "$@" > "$ARGV_FILE"\n')
+    stub.chmod(0o755)
+    data = processed_tiny_root / "synth" / "full" / family
+    env = {**subprocess_env, "PYTHON": str(stub), "ARGV_FILE": str(argv_file), "GPUS_PER_NODE": "1",
+           "MASTER_PORT": "29999", "CKPT": str(tiny_models[family]["student"]),
+           "TEACHER_CKPT": str(tiny_models[family]["teacher"]), "DATA_DIR": str(data)}
+
+    def recorded(*flags: str) -> tuple[Any, Any]:
+        proc = subprocess.run(["bash", script, *flags], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        argv = argv_file.read_text().split("\0")[:-1]
+        assert argv[0] == "tools/srd_run.py"
+        cfg, rest = srd_run.split_argv(argv[1:])
+        return cfg, srd_run.parse_train_argv(rest)
+
+    cfg, args = recorded()
+    assert (cfg.num_stages, cfg.rank_by, cfg.rrf_k, cfg.trained_stages) == (4, "rrf", 60.0, 3)
+    assert (cfg.nproc_per_node, cfg.master_port, cfg.srd_dir) == (1, 29999, f"{data}/srd/{student}")
+    assert args.distill.type == "tfkl" and args.train.eval_gen and args.train.group_by_length
+    assert args.train.save == f"{REPO_ROOT}/results/{family}/train/srd/{student}-{teacher}-tfkl"
+    assert cfg.baseline_dir == f"{REPO_ROOT}/results/{family}/train/kd/{student}-{teacher}-tfkl"
+    assert args.model.model_path == str(tiny_models[family]["student"])
+    if family == "llama":
+        assert args.distill.teacher_peft_path == "results/llama/train/sft/openllama2-7B/best"
+        assert args.distill.teacher_model_bf16 and args.train.deepspeed_config.endswith("ds_config_zero2_bf16.json")
+
+    # Flags given to the script win and reach the right tool; the type names the output and the baseline.
+    cfg, args = recorded("--type", "ttvd", "--num-stages", "5", "--temperatures", "1", "2", "2", "3", "--lr", "3e-5",
+                         "--stage-epochs", "2")
+    assert (cfg.num_stages, cfg.temperatures, cfg.stage_epochs) == (5, [1.0, 2.0, 2.0, 3.0], [2])
+    assert (args.distill.type, args.train.lr) == ("ttvd", 3e-5)
+    assert args.train.save.endswith(f"/srd/{student}-{teacher}-ttvd") and cfg.baseline_dir.endswith(f"-{teacher}-ttvd")
+
+    env["CKPT"] = str(tmp_path / "absent")
+    proc = subprocess.run(["bash", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and f"missing {tmp_path / 'absent'}" in proc.stderr
