@@ -12,9 +12,12 @@ sized by configs/models/tiny-*.json) by the same code path as ``python tools/mak
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -84,3 +87,161 @@ def tiny_models(tiny_models_dir: Path) -> dict[str, dict[str, Path]]:
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tiny_models: dict[str, dict[str, Path]]) -> Path:
     return tiny_models["gpt2"]["teacher"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Fixtures of the SFT / evaluation tests (trainer, evaluate.py, launch scripts).
+#
+# * ``processed_tiny_root``  ``<root>/synth/full/<family>/``: 200 train / 40 valid synthetic records processed with
+#                            every family's tokenizer (one shared tokenizer; the directory name is the model_type)
+# * ``processed_tiny``       ``<root>/synth/full/gpt2``
+# * ``sft_tiny_run``         a finished 30-step SFT run of the tiny gpt2 student on ``processed_tiny`` (eval-gen)
+# * ``parrot_data_root``     ``<root>/parrot/full/gpt2``: train responses are all ``PARROT_RESPONSE``; valid keeps
+#                            varied references, so a model that learnt the parrot answer scores partial Rouge-L
+# * ``parrot_ckpt``          the tiny gpt2 student after learning the parrot answer (its generations are words, not
+#                            noise — what a Rouge-L test needs to be able to fail)
+# * ``in_process``           (function) context for in-process training/evaluation, see ``in_process_run``
+# * ``subprocess_env``       os.environ without process-group variables, for launching entry points and scripts
+# Helpers: ``tiny_train_args``, ``process_raw``, ``write_jsonl``, ``read_metrics``.
+# ------------------------------------------------------------------------------------------------------------------
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# prompt + response + EOS <= 128 tokens; every synthetic prompt fits in 100 with the tiny tokenizer, none is dropped.
+TINY_PROCESS_FLAGS = ("--max-length", "128", "--max-prompt-length", "100")
+PARROT_RESPONSE = "It is about the rivers and the quiet stones."
+_DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
+              "ROLE_RANK", "TORCHELASTIC_RUN_ID")
+
+
+@contextlib.contextmanager
+def in_process_run() -> Iterator[None]:
+    """Context for training or evaluating inside the test process.
+
+    * One intra-op thread: the tiny models' kernels are far too small to split, and on a busy 2-core machine a second
+      thread only adds synchronisation (measured: 20 small steps 0.5 s on 1 thread, 8 s on 2).
+    * The process-group variables that ``distill.dist.init_distributed`` sets for its world of one (RANK, MASTER_PORT,
+      ...) are removed again afterwards: the group itself lives on, and a later child process (a launch script, any
+      torchrun) must not inherit a port that group still holds.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    saved = {k: os.environ.get(k) for k in _DIST_VARS}
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture()
+def in_process() -> Iterator[None]:
+    with in_process_run():
+        yield
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def process_raw(raw_dir: Path, processed_data_dir: Path, model_path: Path, *flags: str) -> Path:
+    """Runs tools/process_data_dolly.py in-process; returns ``<processed_data_dir>/<model_type>``."""
+    from tools import process_data_dolly as pdd
+
+    summary = pdd.process(pdd.parse_args(["--data-dir", str(raw_dir), "--processed-data-dir", str(processed_data_dir),
+                                          "--model-path", str(model_path), *TINY_PROCESS_FLAGS, *flags]))
+    return Path(summary["output_dir"])
+
+
+def tiny_train_args(model: Path, data: Path, save: Path, *extra: str) -> list[str]:
+    """train_sft.py flags shared by the in-process runs: CPU, fp32 ZeRO-0, no TensorBoard, every step logged."""
+    return ["--model-path", str(model), "--data-dir", str(data), "--save", str(save),
+            "--deepspeed-config", str(REPO_ROOT / "configs" / "deepspeed" / "ds_config_zero0_fp32.json"),
+            "--max-length", "128", "--max-prompt-length", "100", "--report-to", "none", "--log-interval", "1",
+            *extra]
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="session")
+def processed_tiny_root(tiny_models: dict[str, dict[str, Path]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tools.make_synthetic_data import generate
+
+    train, valid = generate(200, 40, seed=1)
+    base = tmp_path_factory.mktemp("processed_tiny")
+    raw = base / "raw"
+    write_jsonl(raw / "train.jsonl", train)
+    write_jsonl(raw / "valid.jsonl", valid)
+    root = base / "processed"
+    for family in tiny_models:
+        process_raw(raw, root / "synth" / "full", tiny_models[family]["teacher"])
+    return root
+
+
+@pytest.fixture(scope="session")
+def processed_tiny(processed_tiny_root: Path) -> Path:
+    return processed_tiny_root / "synth" / "full" / "gpt2"
+
+
+@pytest.fixture(scope="session")
+def sft_tiny_run(tiny_models: dict[str, dict[str, Path]], processed_tiny: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 steps, lr 1e-3 (cosine), batch 8; evaluation with generation at steps 15 and 30, which also saves them."""
+    import train_sft
+
+    save = tmp_path_factory.mktemp("sft_tiny_run") / "run"
+    with in_process_run():
+        train_sft.main(tiny_train_args(tiny_models["gpt2"]["student"], processed_tiny, save, "--total-iters", "30",
+                                       "--lr", "1e-3", "--batch-size", "8", "--eval-gen", "--eval-interval", "15",
+                                       "--save-interval", "15", "--dev-num", "16", "--eval-batch-size", "16",
+                                       "--max-new-tokens", "8"))
+    return save
+
+
+@pytest.fixture(scope="session")
+def parrot_data_root(tiny_models: dict[str, dict[str, Path]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Processed-data root (``<root>/parrot/full/gpt2``). Some valid records carry extra references — a stemmed
+    variant of the parrot answer among them — so max-over-references and stemming change the scores."""
+    base = tmp_path_factory.mktemp("parrot")
+    train = [{**r, "output": PARROT_RESPONSE} for r in make_records(64, seed=3)]
+    valid = make_records(24, seed=4)
+    for i in range(0, len(valid), 3):
+        valid[i] = {**valid[i], "references": [valid[i]["output"], "It was about a river and quiet stone."]}
+    write_jsonl(base / "raw" / "train.jsonl", train)
+    write_jsonl(base / "raw" / "valid.jsonl", valid)
+    root = base / "processed"
+    process_raw(base / "raw", root / "parrot" / "full", tiny_models["gpt2"]["teacher"])
+    return root
+
+
+@pytest.fixture(scope="session")
+def parrot_ckpt(tiny_models: dict[str, dict[str, Path]], parrot_data_root: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import train_sft
+
+    save = tmp_path_factory.mktemp("parrot_run") / "run"
+    with in_process_run():
+        train_sft.main(tiny_train_args(tiny_models["gpt2"]["student"], parrot_data_root / "parrot" / "full" / "gpt2",
+                                       save, "--total-iters", "20", "--lr", "1e-2", "--lr-schedule", "constant",
+                                       "--clip-grad", "0", "--batch-size", "8", "--log-interval", "20", "--dev-num",
+                                       "8", "--eval-batch-size", "8"))
+    return save / "20"
+
+
+@pytest.fixture()
+def subprocess_env() -> dict[str, str]:
+    """Environment for launching entry points: the in-process runs of this session set RANK/MASTER_PORT/... for
+    their world of one; a child (torchrun, a launch script) must not inherit them, or it would reuse a bound port."""
+    env = {k: v for k, v in os.environ.items() if k not in _DIST_VARS}
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["OMP_NUM_THREADS"] = "1"
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    return env

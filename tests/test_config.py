@@ -1,0 +1,172 @@
+"""Typed configs -> command line (distill/config.py): flag names and kinds, defaults, and one-line validation errors."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import pytest
+
+from distill.config import (ConfigError, DataConfig, GenerationConfig, InputError, ModelConfig, TrainConfig, _check,
+                            _opt, add_dataclass_arguments, exit_on_input_error, parse_configs, to_dict)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ALL = [ModelConfig, DataConfig, TrainConfig, GenerationConfig]
+MINIMAL = ["--save", "out", "--total-iters", "3"]
+
+
+@dataclass
+class Demo:
+    learning_rate: float = _opt(0.1, "Step size.")
+    use_cache: bool = _opt(True, "Cache keys and values.")
+    mode: Literal["fast", "slow"] = _opt("fast", "Speed.")
+    sizes: list[int] = _opt([1, 2], "Sizes.")
+    name: Optional[str] = _opt(None, "A name.")
+    count: Optional[int] = _opt(None, "A count.", aliases=["--the_count"])
+
+    def __post_init__(self) -> None:
+        _check(self.learning_rate > 0, "learning_rate", "must be > 0")
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    add_dataclass_arguments(parser, Demo)
+    return parser
+
+
+def option_strings(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
+    return {a.dest: a.option_strings for a in parser._actions if a.dest != "help"}
+
+
+def test_flags_are_kebab_case_with_negatable_bools() -> None:
+    opts = option_strings(demo_parser())
+    assert opts == {"learning_rate": ["--learning-rate"], "use_cache": ["--use-cache", "--no-use-cache"],
+                    "mode": ["--mode"], "sizes": ["--sizes"], "name": ["--name"], "count": ["--count", "--the_count"]}
+
+
+def test_defaults_and_parsed_types() -> None:
+    parser = demo_parser()
+    d = Demo(**vars(parser.parse_args([])))
+    assert d == Demo() and d.sizes == [1, 2] and d.use_cache is True and d.name is None
+    ns = parser.parse_args(["--learning-rate", "0.5", "--no-use-cache", "--mode", "slow", "--sizes", "3", "4", "5",
+                            "--name", "x", "--the_count", "7"])
+    d = Demo(**vars(ns))
+    assert (d.learning_rate, d.use_cache, d.mode, d.sizes, d.name, d.count) == (0.5, False, "slow", [3, 4, 5], "x", 7)
+    assert Demo(**vars(parser.parse_args(["--no-use-cache", "--use-cache"]))).use_cache is True  # last one wins
+
+
+def test_list_defaults_are_not_shared() -> None:
+    a, b = Demo(), Demo()
+    a.sizes.append(9)
+    assert b.sizes == [1, 2]
+    assert demo_parser().parse_args([]).sizes == [1, 2]
+
+
+@pytest.mark.parametrize("argv", [
+    ["--mode", "medium"],         # not a Literal choice
+    ["--sizes"],                  # nargs="+" needs a value
+    ["--sizes", "a"],             # element type int
+    ["--learning_rate", "0.2"],   # snake_case is not a flag (no alias)
+    ["--learn", "0.2"],           # no abbreviations
+])
+def test_bad_command_lines_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        demo_parser().parse_args(argv)
+    assert e.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_every_real_field_becomes_a_kebab_flag() -> None:
+    parser = argparse.ArgumentParser()
+    for cls in ALL:
+        add_dataclass_arguments(parser, cls)
+    opts = option_strings(parser)
+    for cls in ALL:
+        for f in dataclasses.fields(cls):
+            assert "--" + f.name.replace("_", "-") in opts[f.name], f.name
+    assert opts["eval_gen"] == ["--eval-gen", "--no-eval-gen"]
+    assert "--deepspeed_config" in opts["deepspeed_config"]  # the launcher-style spelling is kept as an alias
+    choices = {a.dest: a.choices for a in parser._actions}
+    assert choices["lr_schedule"] == ("constant", "cosine") and choices["peft"] == ("lora",)
+
+
+def test_parse_configs_builds_each_class() -> None:
+    ds = str(REPO_ROOT / "configs" / "deepspeed" / "ds_config_zero0_fp32.json")
+    model, data, train, gen = parse_configs(ALL, MINIMAL + ["--lr", "1e-3", "--lr-schedule", "constant", "--peft",
+                                                            "lora", "--max-new-tokens", "8", "--eval-gen",
+                                                            "--deepspeed_config", ds])
+    assert model.peft == "lora" and train.lr == 1e-3 and train.lr_schedule == "constant" and gen.max_new_tokens == 8
+    assert train.eval_gen is True and train.deepspeed_config == ds
+    assert data.max_length == DataConfig().max_length
+    merged = to_dict(model, train)
+    assert merged["peft"] == "lora" and merged["total_iters"] == 3
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--total-iters", "3"], "--save"),
+    (["--save", "out"], "--epochs"),                        # neither --epochs nor --total-iters
+    (MINIMAL + ["--lr", "0"], "--lr"),
+    (MINIMAL + ["--batch-size", "0"], "--batch-size"),
+    (["--save", "out", "--epochs", "0"], "--epochs"),
+    (MINIMAL + ["--gradient-accumulation-steps", "0"], "--gradient-accumulation-steps"),
+    (MINIMAL + ["--keep-optimizer-states", "0"], "--keep-optimizer-states"),
+    (MINIMAL + ["--warmup-iters", "-1"], "--warmup-iters"),
+    (MINIMAL + ["--deepspeed-config", "no/such/ds.json"], "--deepspeed-config"),
+    (MINIMAL + ["--peft-path", "adapter"], "--peft-path"),  # needs --peft lora
+    (MINIMAL + ["--peft-lora-r", "0"], "--peft-lora-r"),
+    (MINIMAL + ["--lm-coef", "0.5"], "--lm-coef"),          # needs --lm-data-dir
+    (MINIMAL + ["--max-length", "1"], "--max-length"),
+    (MINIMAL + ["--top-p", "0"], "--top-p"),
+    (MINIMAL + ["--temperature", "0"], "--temperature"),
+    (MINIMAL + ["--max-new-tokens", "0"], "--max-new-tokens"),
+])
+def test_validation_errors_name_the_flag_in_one_line(argv: list[str], flag: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        parse_configs(ALL, argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {flag}:"), err
+    if flag == "--deepspeed-config":
+        assert "no/such/ds.json" in err and "configs/deepspeed" in err
+
+
+def test_config_error_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="^--learning-rate: must be > 0$"):
+        Demo(learning_rate=0)
+    assert issubclass(ConfigError, InputError) and issubclass(InputError, ValueError)
+
+
+def test_exit_on_input_error(capsys: pytest.CaptureFixture[str]) -> None:
+    @exit_on_input_error
+    def bad_input() -> None:
+        raise InputError("data.jsonl: line 3 is not JSON; fix the line")
+
+    @exit_on_input_error
+    def missing_file() -> None:
+        raise FileNotFoundError("ckpt/config.json not found; run tools/make_tiny_models.py")
+
+    @exit_on_input_error
+    def bug() -> None:
+        raise RuntimeError("a bug is not an input error")
+
+    for fn, message in ((bad_input, "data.jsonl: line 3 is not JSON; fix the line"),
+                        (missing_file, "ckpt/config.json not found; run tools/make_tiny_models.py")):
+        with pytest.raises(SystemExit) as e:
+            fn()
+        assert e.value.code == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
+    with pytest.raises(RuntimeError):
+        bug()
+
+
+@exit_on_input_error
+def _returns(x: int) -> int:
+    return x + 1
+
+
+def test_exit_on_input_error_passes_results_through() -> None:
+    assert _returns(1) == 2 and _returns.__name__ == "_returns"
