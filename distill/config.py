@@ -126,7 +126,9 @@ class TrainConfig:
     batch_size: int = _opt(8, "Micro-batch size per process.")
     gradient_accumulation_steps: int = _opt(1, "Micro-batches per optimizer step.")
     group_by_length: bool = _opt(False, "Batch examples of similar length together (shuffled at the batch level): "
-                                        "less padding, faster steps.")
+                                        "less padding, faster steps — but where length goes with the task, batches "
+                                        "become single-task and learning suffers (measured on the built-in data: "
+                                        "student Rouge-L 12 vs 24), so it is off by default.")
     epochs: Optional[int] = _opt(None, "Training epochs (one of --epochs / --total-iters).")
     total_iters: Optional[int] = _opt(None, "Optimizer steps; overrides --epochs.")
     log_interval: int = _opt(10, "Steps between log lines.")

@@ -369,25 +369,30 @@ class Trainer:
         self.logger.start(self.total_iters, self.step)
         t_start = time.time()
         final_eval: dict[str, float] = {}
-        window_tokens, window_t0 = 0.0, time.time()
+        # Logged train metrics are means over the steps since the last log line (one step's batch is noisy,
+        # length-grouped batches especially); tokens/s covers training time only, not evaluation or saving.
+        window: dict[str, float] = {}
+        window_steps, window_time = 0, 0.0
         while self.step < self.total_iters:
             t0 = time.time()
             out = self.train_step()
             self.step += 1
             dt = time.time() - t0
-            window_tokens += out["tokens"]
+            window_time += dt
+            window_steps += 1
+            for k, v in out.items():
+                window[k] = window.get(k, 0.0) + v
             lr = self.scheduler.get_last_lr()[0] if self.scheduler is not None else cfg.lr
             self.logger.advance(self.step, out["loss"], lr, out["tokens"] / max(dt, 1e-9))
             last_step = self.step == self.total_iters
             last_eval = {}
             if self.step % cfg.log_interval == 0 or last_step:
-                elapsed = time.time() - window_t0
-                metrics = {f"train/{k}": v for k, v in out.items() if k != "tokens"}
-                metrics.update({"train/lr": lr, "train/tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                metrics = {f"train/{k}": v / window_steps for k, v in window.items() if k != "tokens"}
+                metrics.update({"train/lr": lr, "train/tokens_per_s": window["tokens"] / max(window_time, 1e-9),
                                 "train/epoch": self.stream.epoch,
                                 "train/peak_mem_mb": peak_memory_mb(self.env.device)})
                 self.logger.log_metrics(self.step, metrics)
-                window_tokens, window_t0 = 0.0, time.time()
+                window, window_steps, window_time = {}, 0, 0.0
             if (cfg.eval_interval and self.step % cfg.eval_interval == 0) or last_step:
                 last_eval = final_eval = self.evaluate(self.step)
             # A new best is always saved, so `best` points at weights that exist.

@@ -20,9 +20,13 @@ export PYTHONPATH="${BASE_PATH}${PYTHONPATH:+:${PYTHONPATH}}"
 
 PYTHON=${PYTHON:-python}
 NNODES=${NNODES:-1}
-if [[ -z "${GPUS_PER_NODE:-}" ]]; then
-    # One process per visible GPU; one CPU process where there is none (the offline default).
-    GPUS_PER_NODE=$("$PYTHON" -c 'import torch; print(max(torch.cuda.device_count(), 1))' 2>/dev/null || echo 1)
+NUM_GPUS=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+# One process per visible GPU; one CPU process where there is none (the offline default).
+GPUS_PER_NODE=${GPUS_PER_NODE:-$(( NUM_GPUS > 0 ? NUM_GPUS : 1 ))}
+if [[ "$NUM_GPUS" == "0" ]]; then
+    # CPU: OpenMP threads that sleep rather than spin when they wait, so a run on a shared or oversubscribed machine
+    # slows down gracefully instead of by several times.
+    export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 fi
 if [[ -z "${MASTER_PORT:-}" ]]; then
     MASTER_PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

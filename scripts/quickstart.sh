@@ -6,12 +6,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" "$@"
 
 QS_DIR=${QS_DIR:-results/quickstart}
 FAMILY=gpt2
+# The teacher trains in bf16 (1.3x faster on a CPU with AVX512-BF16, same quality); the students' matrices are too
+# small for bf16 to pay, so they stay fp32.
+DS_TEACHER=configs/deepspeed/ds_config_zero1_bf16.json
 DS=configs/deepspeed/ds_config_zero0_fp32.json
 DATA=processed_data/synth/full/${FAMILY}
 # Sized so the whole run fits in ~15 minutes on 2 CPU cores with a clear teacher/student gap (docs/quickstart.md).
-TEACHER_EPOCHS=${TEACHER_EPOCHS:-8}
-STUDENT_EPOCHS=${STUDENT_EPOCHS:-8}
-COMMON=(--batch-size 32 --gradient-accumulation-steps 1 --group-by-length --lr 1e-3 --warmup-iters 20 --max-length 256 --max-new-tokens 64 --no-eval-gen
+TEACHER_EPOCHS=${TEACHER_EPOCHS:-5}
+STUDENT_EPOCHS=${STUDENT_EPOCHS:-5}
+COMMON=(--batch-size 32 --gradient-accumulation-steps 1 --lr 1e-3 --warmup-iters 20 --max-length 256 --max-new-tokens 64 --no-eval-gen
         --log-interval 50 --eval-batch-size 100)
 EVAL=(--no-do-sample --max-new-tokens 64 --eval-batch-size 100)
 
@@ -36,12 +39,22 @@ stage models checkpoints/tiny-${FAMILY}-student  run_python tools/make_tiny_mode
 stage process "$DATA/valid_0.idx"  env DATA_DIR=data/synth CKPT=checkpoints/tiny-${FAMILY}-teacher \
     bash scripts/${FAMILY}/tools/process_data_dolly.sh --max-length 256 --max-prompt-length 192
 stage sft-teacher "$QS_DIR/sft-teacher/best"  env CKPT=checkpoints/tiny-${FAMILY}-teacher DATA_DIR="$DATA" \
-    SAVE_PATH="$QS_DIR/sft-teacher" DS_CONFIG="$DS" GPUS_PER_NODE=1 \
+    SAVE_PATH="$QS_DIR/sft-teacher" DS_CONFIG="$DS_TEACHER" GPUS_PER_NODE=1 \
     bash scripts/${FAMILY}/sft/sft_xlarge.sh "${COMMON[@]}" --epochs "$TEACHER_EPOCHS"
 stage sft-student "$QS_DIR/sft-student/best"  env CKPT=checkpoints/tiny-${FAMILY}-student DATA_DIR="$DATA" \
     SAVE_PATH="$QS_DIR/sft-student" DS_CONFIG="$DS" GPUS_PER_NODE=1 \
     bash scripts/${FAMILY}/sft/sft_base.sh "${COMMON[@]}" --epochs "$STUDENT_EPOCHS"
-for run in sft-teacher sft-student; do
+# Distillation rows: the same student, steps and hyper-parameters as its SFT row, taught by the SFT'd teacher.
+KD_ENV=(CKPT=checkpoints/tiny-${FAMILY}-student TEACHER_CKPT="$QS_DIR/sft-teacher/best" DATA_DIR="$DATA" DS_CONFIG="$DS"
+        GPUS_PER_NODE=1)
+stage kd-fkl "$QS_DIR/kd-fkl/best"  env "${KD_ENV[@]}" SAVE_PATH="$QS_DIR/kd-fkl" \
+    bash scripts/${FAMILY}/kd/kd_base.sh "${COMMON[@]}" --epochs "$STUDENT_EPOCHS" --type fkl --kd-ratio 0.5 \
+    --teacher-model-bf16
+stage kd-fkl-selective "$QS_DIR/kd-fkl-selective/best"  env "${KD_ENV[@]}" SAVE_PATH="$QS_DIR/kd-fkl-selective" \
+    bash scripts/${FAMILY}/kd/kd_base.sh "${COMMON[@]}" --epochs "$STUDENT_EPOCHS" --type fkl --kd-ratio 0.5 \
+    --teacher-model-bf16 --token-ratio 0.5 --token-score student_entropy
+
+for run in sft-teacher sft-student kd-fkl kd-fkl-selective; do
     stage "eval-$run" "$QS_DIR/eval/$run/summary.json"  env CKPT="$QS_DIR/$run/best" SAVE_PATH="$QS_DIR/eval/$run" \
         DATA_ROOT=processed_data EVAL_SETS=synth SEEDS=10 GPUS_PER_NODE=1 \
         bash scripts/${FAMILY}/eval/run_eval.sh "${EVAL[@]}"

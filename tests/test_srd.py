@@ -347,7 +347,7 @@ def test_srd_script_routes_every_flag(family: str, tiny_models: dict, processed_
     cfg, args = recorded()
     assert (cfg.num_stages, cfg.rank_by, cfg.rrf_k, cfg.trained_stages) == (4, "rrf", 60.0, 3)
     assert (cfg.nproc_per_node, cfg.master_port, cfg.srd_dir) == (1, 29999, f"{data}/srd/{student}")
-    assert args.distill.type == "tfkl" and args.train.eval_gen and args.train.group_by_length
+    assert args.distill.type == "tfkl" and args.train.eval_gen and not args.train.group_by_length
     assert args.train.save == f"{REPO_ROOT}/results/{family}/train/srd/{student}-{teacher}-tfkl"
     assert cfg.baseline_dir == f"{REPO_ROOT}/results/{family}/train/kd/{student}-{teacher}-tfkl"
     assert args.model.model_path == str(tiny_models[family]["student"])

@@ -6,12 +6,12 @@
 # GPUS_PER_NODE, MASTER_PORT. Any `--flag value` given to the script is passed to evaluate.py last.
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh" "$@"
 
-CKPT=${CKPT:-${BASE_PATH}/results/${FAMILY}/train/sft/${MODEL_NAME:-${FAMILY}-base}/best}
+CKPT=${CKPT:-${BASE_PATH}/results/${FAMILY}/train/sft/${MODEL_NAME}/best}
 SAVE_PATH=${SAVE_PATH:-${BASE_PATH}/results/${FAMILY}/eval/$(basename "$(dirname "$CKPT")")-$(basename "$CKPT")}
 DATA_ROOT=${DATA_ROOT:-${BASE_PATH}/processed_data}
 EVAL_SETS=${EVAL_SETS:-"dolly self_inst vicuna sinst uinst"}
 SEEDS=${SEEDS:-"10 20 30 40 50"}
-require_path "$CKPT" "train one first (bash scripts/${FAMILY}/sft/sft_base.sh) or set CKPT=<model dir>"
+require_path "$CKPT" "train one first (bash scripts/${FAMILY}/sft/${SFT_SCRIPT}) or set CKPT=<model dir>"
 
 # shellcheck disable=SC2086  # EVAL_SETS and SEEDS are word lists
 launch evaluate.py \

@@ -20,6 +20,7 @@
 # Any `--flag value` given to a script is passed to its Python tool last, so it wins (e.g. --no-do-sample).
 # Found before lib.sh cd's to the repo root, since BASH_SOURCE may be a relative path.
 SEQKD_COMMON_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "${SEQKD_COMMON_DIR}/tokenizer_ckpt.sh"
 source "${SEQKD_COMMON_DIR}/../lib.sh" "$@"
 
 SEQKD_RAW=${BASE_PATH}/data/dolly_seqkd/${TEACHER}
@@ -46,13 +47,8 @@ generate)
 process)
     DATA_DIR=${DATA_DIR:-${SEQKD_RAW}}
     PROCESSED_DIR=${PROCESSED_DIR:-${SEQKD_PROCESSED}}
-    # Any checkpoint of the family works: they share one tokenizer.
-    CKPT=${CKPT:-${BASE_PATH}/checkpoints/${TOKENIZER_MODEL}}
-    WORKERS=${WORKERS:-$(nproc)}
     has_flag data-dir || require_path "$DATA_DIR/train.jsonl" "bash scripts/${FAMILY}/tools/generate_data_seqkd.sh"
-    has_flag model-path || require_path "$CKPT" \
-        "huggingface-cli download ${TOKENIZER_HF} --local-dir $CKPT"\
-"  (offline: python tools/make_tiny_models.py, then CKPT=checkpoints/tiny-${FAMILY}-teacher)"
+    tokenizer_ckpt "$TOKENIZER_MODEL" "$TOKENIZER_HF"
     # --model-type pins the output to <PROCESSED_DIR>/<family>/, where the train stage looks.
     run_python tools/process_data_dolly.py \
         --data-dir "$DATA_DIR" --processed-data-dir "$PROCESSED_DIR" --model-path "$CKPT" --model-type "$FAMILY" \

@@ -3,6 +3,8 @@
 #   and optionally LR, BATCH_SIZE, GRAD_ACC, EPOCHS, DS_NAME, EXTRA=(flags...)
 # Environment overrides: CKPT, DATA_DIR, SAVE_PATH, DS_CONFIG, GPUS_PER_NODE, MASTER_PORT.
 # Any `--flag value` given to the script is passed to train_sft.py last, so it wins.
+# Found before lib.sh cd's to the repo root, since BASH_SOURCE may be a relative path.
+source "$(dirname "${BASH_SOURCE[0]}")/train_flags.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh" "$@"
 
 CKPT=${CKPT:-${BASE_PATH}/checkpoints/${MODEL_NAME}}
@@ -15,8 +17,4 @@ require_path "$DS_CONFIG" "ls configs/deepspeed/"
 
 launch train_sft.py \
     --model-path "$CKPT" --data-dir "$DATA_DIR" --save "$SAVE_PATH" --deepspeed-config "$DS_CONFIG" \
-    --lr "${LR:-5e-4}" --batch-size "${BATCH_SIZE:-8}" --gradient-accumulation-steps "${GRAD_ACC:-1}" \
-    --epochs "${EPOCHS:-10}" --lr-schedule cosine --warmup-iters 0 --weight-decay 1e-2 --clip-grad 1.0 \
-    --max-length 512 --max-prompt-length 256 --max-new-tokens 256 --group-by-length \
-    --eval-gen --eval-interval "${EVAL_INTERVAL:-0}" --save-interval "${SAVE_INTERVAL:-0}" --log-interval 10 \
-    --seed "${SEED:-10}" "${EXTRA[@]+"${EXTRA[@]}"}" "${PASS_ARGS[@]+"${PASS_ARGS[@]}"}"
+    "${TRAIN_FLAGS[@]}" "${EXTRA[@]+"${EXTRA[@]}"}" "${PASS_ARGS[@]+"${PASS_ARGS[@]}"}"

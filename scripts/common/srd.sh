@@ -11,6 +11,8 @@
 # Environment overrides: CKPT (student), TEACHER_CKPT, DATA_DIR, SAVE_PATH, SRD_DIR, BASELINE_DIR, DS_CONFIG,
 # GPUS_PER_NODE, MASTER_PORT. See docs/srd.md.
 SRD_MASTER_PORT=${MASTER_PORT:-}  # only a port the user chose is pinned; otherwise each launch takes a free one
+# Found before lib.sh cd's to the repo root, since BASH_SOURCE may be a relative path.
+source "$(dirname "${BASH_SOURCE[0]}")/train_flags.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh" "$@"
 
 if [[ "$NNODES" != 1 ]]; then
@@ -18,28 +20,15 @@ if [[ "$NNODES" != 1 ]]; then
     exit 1
 fi
 TYPE=$(flag_value type tfkl)
-CKPT=${CKPT:-${BASE_PATH}/checkpoints/${STUDENT}}
-TEACHER_CKPT=${TEACHER_CKPT:-${BASE_PATH}/results/${FAMILY}/train/sft/${TEACHER}/best}
-DATA_DIR=${DATA_DIR:-${BASE_PATH}/processed_data/dolly/full/${FAMILY}}
+kd_inputs
 SAVE_PATH=${SAVE_PATH:-${BASE_PATH}/results/${FAMILY}/train/srd/${STUDENT}-${TEACHER}-${TYPE}}
 SRD_DIR=${SRD_DIR:-${DATA_DIR}/srd/${STUDENT}}
 # The plain KD run of the same pair and --type (scripts/<family>/kd/*.sh writes it there), for the report.
 BASELINE_DIR=${BASELINE_DIR:-${BASE_PATH}/results/${FAMILY}/train/kd/${STUDENT}-${TEACHER}-${TYPE}}
-DS_CONFIG=${DS_CONFIG:-${BASE_PATH}/configs/deepspeed/${DS_NAME:-ds_config_zero1_bf16}.json}
-require_path "$CKPT" "huggingface-cli download ${STUDENT_HF} --local-dir ${CKPT}"
-require_path "$TEACHER_CKPT" "fine-tune the teacher first: bash scripts/${FAMILY}/${TEACHER_SCRIPT}"
-require_path "$DATA_DIR/train_0.bin" "bash scripts/${FAMILY}/tools/process_data_dolly.sh"
-require_path "$DS_CONFIG" "ls configs/deepspeed/"
 
+kd_flags tfkl
 run_python tools/srd_run.py \
     --srd-dir "$SRD_DIR" --baseline-dir "$BASELINE_DIR" --nproc-per-node "$GPUS_PER_NODE" \
     ${SRD_MASTER_PORT:+--master-port "$SRD_MASTER_PORT"} \
     --num-stages 4 --rank-by rrf --rrf-k 60 --temperature-start 1.0 --temperature-end 2.0 --stage-init last \
-    --model-path "$CKPT" --teacher-model-path "$TEACHER_CKPT" --data-dir "$DATA_DIR" --save "$SAVE_PATH" \
-    --deepspeed-config "$DS_CONFIG" --type tfkl --kd-ratio "${KD_RATIO:-0.5}" \
-    --lr "${LR:-5e-4}" --batch-size "${BATCH_SIZE:-8}" --gradient-accumulation-steps "${GRAD_ACC:-1}" \
-    --epochs "${EPOCHS:-10}" --lr-schedule cosine --warmup-iters 0 --weight-decay 1e-2 --clip-grad 1.0 \
-    --max-length 512 --max-prompt-length 256 --max-new-tokens 256 --group-by-length \
-    --eval-gen --eval-interval "${EVAL_INTERVAL:-0}" --save-interval "${SAVE_INTERVAL:-0}" --log-interval 10 \
-    --seed "${SEED:-10}" ${TEACHER_PEFT:+--teacher-peft-path "$TEACHER_PEFT"} \
-    "${EXTRA[@]+"${EXTRA[@]}"}" "${PASS_ARGS[@]+"${PASS_ARGS[@]}"}"
+    "${KD_FLAGS[@]}"
