@@ -24,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,21 +33,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# write_json_atomic, read_jsonl and settings_conflict are also used as srd.<name> (tools/srd_run.py, the tests).
+from data_utils.atomic import build_dir, write_json_atomic, write_jsonl_atomic  # noqa: F401
 from data_utils.datasets import IGNORE_INDEX, InstructionDataset, LMCollator, require_split, split_prefix
 from data_utils.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 from distill import dist
 from distill.config import GenerationConfig, InputError, _check, _opt, exit_on_input_error, parse_configs
+from distill.parts import (PartStore, compute_parts, part_ranges, part_seed, rank0_decides,  # noqa: F401
+                           read_jsonl, settings_conflict)
 
 RANK_BY = ("rrf", "rouge", "loss")
 REFLECTION_FILE = "reflection.jsonl"
 REFLECTION_PARTS = "reflection_parts"
-REFLECTION_SETTINGS = "settings.json"
 RANKING_FILE = "ranking.jsonl"
 STAGE_MARKER = "srd_stage.json"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: Sampling seeds of consecutive reflection parts are this far apart, so ``seed + rank`` (added by generate_split)
-#: never reaches the next part's seed for any realistic world size.
-PART_SEED_STRIDE = 100_003
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -152,32 +150,6 @@ def temperature_schedule(num_trained: int, temperatures: Optional[Sequence[float
 # ----------------------------------------------------------------------------------------------------------------
 # Small file helpers
 # ----------------------------------------------------------------------------------------------------------------
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes ``text`` via a temp file in the same directory, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-def write_jsonl_atomic(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def file_digest(path: Path) -> str:
     """sha256 of a file; of a split's ``.idx`` it fingerprints the split (sizes and prompt lengths of every example)."""
     h = hashlib.sha256()
@@ -185,11 +157,6 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def settings_conflict(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Names of the settings that differ between a stored run and this one."""
-    return sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -219,15 +186,6 @@ class ReflectConfig:
         _check(self.part_size > 0, "part_size", f"must be positive, got {self.part_size}")
 
 
-def part_ranges(n: int, part_size: int) -> list[range]:
-    """Example indices of each part, ``[0, part_size), [part_size, 2 part_size), ...`` covering ``range(n)``."""
-    return [range(s, min(s + part_size, n)) for s in range(0, n, part_size)]
-
-
-def part_path(srd_dir: Path, k: int) -> Path:
-    return srd_dir / REFLECTION_PARTS / f"part_{k:05d}.jsonl"
-
-
 def reflection_settings(cfg: ReflectConfig, gen: GenerationConfig, num_examples: int) -> dict[str, Any]:
     """What decides the content of the reflection; a resumed run must match it. Batch sizes and the world size only
     change how the work is split, so they are left out."""
@@ -243,42 +201,15 @@ def reflection_settings(cfg: ReflectConfig, gen: GenerationConfig, num_examples:
     }
 
 
-def read_part(path: Path, indices: range) -> Optional[list[dict[str, Any]]]:
-    """The records of a finished part, or None when it is missing or does not hold exactly ``indices`` in order."""
-    if not path.is_file():
-        return None
-    try:
-        recs = read_jsonl(path)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if [r.get("index") if isinstance(r, dict) else None for r in recs] != list(indices):
-        return None
-    return recs
-
-
-def reflection_todo(srd_dir: Path, parts: list[range], settings: dict[str, Any]) -> list[int]:
-    """Parts still to compute. InputError when ``srd_dir`` holds a reflection made with other settings."""
-    settings_path = srd_dir / REFLECTION_PARTS / REFLECTION_SETTINGS
-    if settings_path.is_file():
-        stored = json.loads(settings_path.read_text(encoding="utf-8"))
-        diff = settings_conflict(stored, settings)
-        if diff:
-            raise InputError(f"{srd_dir} holds a reflection made with other settings ({', '.join(diff)} differ); "
-                             f"use another --srd-dir, or delete {srd_dir / REFLECTION_PARTS} and "
-                             f"{srd_dir / REFLECTION_FILE} to start over")
-    elif (srd_dir / REFLECTION_PARTS).is_dir() and any((srd_dir / REFLECTION_PARTS).glob("part_*.jsonl")):
-        raise InputError(f"{srd_dir / REFLECTION_PARTS} holds parts but no {REFLECTION_SETTINGS}, so they cannot be "
-                         f"trusted; delete it to start over")
-    return [k for k, idx in enumerate(parts) if read_part(part_path(srd_dir, k), idx) is None]
+def reflection_store(srd_dir: Path) -> PartStore:
+    """Where the reflection's parts and their settings live: ``<srd-dir>/reflection_parts/``."""
+    return PartStore(srd_dir / REFLECTION_PARTS)
 
 
 def reflection_is_complete(srd_dir: Path, settings: dict[str, Any]) -> bool:
     """True when ``reflection.jsonl`` was assembled by a run with exactly these settings."""
-    settings_path = srd_dir / REFLECTION_PARTS / REFLECTION_SETTINGS
-    if not (settings_path.is_file() and (srd_dir / REFLECTION_FILE).is_file()):
-        return False
-    if settings_conflict(json.loads(settings_path.read_text(encoding="utf-8")), settings):
-        return False
+    if reflection_store(srd_dir).conflicts(settings) != [] or not (srd_dir / REFLECTION_FILE).is_file():
+        return False  # None (no settings stored) or a list of differing settings
     try:
         load_reflection(srd_dir / REFLECTION_FILE, settings["num_examples"])
     except InputError:
@@ -353,21 +284,6 @@ def load_reflection(path: Path, num_examples: int) -> list[dict[str, Any]]:
     return recs
 
 
-def rank0_decides(env: dist.DistEnv, fn: Any) -> Any:
-    """Runs ``fn()`` on rank 0 only and hands every rank its result, or re-raises its InputError on every rank (so no
-    rank is left waiting in a collective while rank 0 has stopped)."""
-    out: Any = None
-    if env.is_main:
-        try:
-            out = ("ok", fn())
-        except (InputError, FileNotFoundError) as e:
-            out = ("error", str(e))
-    status, value = dist.all_gather_objects(out)[0]
-    if status == "error":
-        raise InputError(value)
-    return value
-
-
 def check_reflect_inputs(cfg: ReflectConfig) -> None:
     from distill.models import check_model_dir
 
@@ -391,12 +307,9 @@ def run_reflection(cfg: ReflectConfig, gen: GenerationConfig) -> dict[str, Any]:
     parts = part_ranges(len(dataset), cfg.part_size)
     settings = reflection_settings(cfg, gen, len(dataset))
 
-    def plan() -> list[int]:
-        todo = reflection_todo(srd_dir, parts, settings)
-        write_json_atomic(srd_dir / REFLECTION_PARTS / REFLECTION_SETTINGS, settings)
-        return todo
-
-    todo = rank0_decides(env, plan)
+    store = reflection_store(srd_dir)
+    fix = f"use another --srd-dir, or delete {store.root} and {srd_dir / REFLECTION_FILE} to start over"
+    todo = rank0_decides(env, lambda: store.plan(parts, settings, fix))
     log = print if env.is_main else (lambda *a, **k: None)
     log(f"reflection: {len(dataset)} examples in {len(parts)} parts of <= {cfg.part_size}: "
         f"{len(parts) - len(todo)} already done, {len(todo)} to compute on {env.world_size} rank(s)", flush=True)
@@ -406,24 +319,13 @@ def run_reflection(cfg: ReflectConfig, gen: GenerationConfig) -> dict[str, Any]:
         model = load_model(cfg.model_path, DTYPES[cfg.dtype], peft_path=cfg.peft_path,  # type: ignore[arg-type]
                            merge_adapter=True).to(env.device)
         model.eval()
-        for n, k in enumerate(todo, 1):
-            t0 = time.time()
-            recs = reflect_part(model, tokenizer, dataset, parts[k], gen, cfg, env,
-                                seed=cfg.seed + k * PART_SEED_STRIDE)
-            if env.is_main:
-                write_jsonl_atomic(part_path(srd_dir, k), recs)
-                log(f"reflection part {k} ({n}/{len(todo)}): examples {parts[k].start}-{parts[k].stop - 1}, "
-                    f"{time.time() - t0:.1f} s", flush=True)
-            dist.barrier()
+        compute_parts(store, parts, todo, env, lambda k: reflect_part(model, tokenizer, dataset, parts[k], gen, cfg,
+                                                                       env, seed=part_seed(cfg.seed, k)),
+                      "reflection part")
     summary = {"num_examples": len(dataset), "parts": len(parts), "parts_computed": len(todo),
                "seconds": time.time() - t_start, "path": str(srd_dir / REFLECTION_FILE)}
     if env.is_main:
-        records: list[dict[str, Any]] = []
-        for k, idx in enumerate(parts):
-            recs = read_part(part_path(srd_dir, k), idx)
-            if recs is None:
-                raise RuntimeError(f"{part_path(srd_dir, k)} is missing or incomplete after the reflection")
-            records.extend(recs)
+        records = store.gather(parts)
         write_jsonl_atomic(srd_dir / REFLECTION_FILE, records)
         known = [r["loss"] for r in records if r["loss"] is not None]
         summary.update(mean_rougeL=sum(r["rougeL"] for r in records) / max(len(records), 1),
@@ -496,9 +398,8 @@ def write_stage_data(src_dir: Path, indices: Sequence[int], out_dir: Path, stage
     bad = [i for i in indices if not 0 <= i < len(src)]
     if bad:
         raise ValueError(f"example index {bad[0]} outside the {len(src)} examples of {src_dir}")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
-    try:
+
+    def fill(tmp: Path) -> None:
         with IndexedDatasetBuilder(tmp / "train_0", _id_bound(src.dtype)) as builder:
             for i in indices:
                 builder.add(src.prompt(i), src.response(i))
@@ -512,18 +413,9 @@ def write_stage_data(src_dir: Path, indices: Sequence[int], out_dir: Path, stage
         meta["srd"] = {"stage": stage, "source": marker["source"], "train_examples": len(indices)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / STAGE_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-        tmp.chmod(0o755)  # mkdtemp makes 0700
-        if out_dir.exists():
-            # Stale contents (other ranking settings would have another directory): swap, then drop the old one.
-            old = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.old")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    # Stale contents (other ranking settings would have another directory) are replaced.
+    build_dir(out_dir, fill)
     return True
 
 

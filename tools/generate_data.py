@@ -32,9 +32,7 @@ delete ``.parts`` to save the space). A sampled part draws from a seed fixed by
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
@@ -45,21 +43,19 @@ if str(REPO_ROOT) not in sys.path:  # run as `python tools/generate_data.py`: ma
 
 import torch  # noqa: E402
 
+from data_utils.atomic import write_json_atomic, write_jsonl_atomic  # noqa: E402
 from data_utils.datasets import InstructionDataset, require_split  # noqa: E402
 from distill import dist  # noqa: E402
 from distill.config import (ConfigError, GenerationConfig, InputError, _check, _opt, exit_on_input_error,  # noqa: E402
                             parse_configs)
 from distill.generation import generate_split  # noqa: E402
 from distill.models import check_model_dir, is_adapter_dir, load_model, load_tokenizer  # noqa: E402
+from distill.parts import PartStore, compute_parts, part_ranges, part_seed, rank0_decides, read_jsonl  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: Fields the processing tool derives from a record (the rendered prompt); left out of the raw output.
 DERIVED_FIELDS = frozenset({"prompt"})
 PARTS_DIR = ".parts"
-SETTINGS_FILE = "settings.json"
-#: Seeds of consecutive parts are this far apart, so that ``seed + rank`` (added by generate_split) never collides
-#: with the next part's seed for any realistic world size.
-PART_SEED_STRIDE = 100_003
 
 
 @dataclass
@@ -92,15 +88,6 @@ class SeqKDConfig:
 # Small pure helpers
 
 
-def part_ranges(n: int, part_size: int) -> list[range]:
-    """Example indices of each part: ``[0, part_size), [part_size, 2 * part_size), ...`` covering ``range(n)``."""
-    return [range(start, min(start + part_size, n)) for start in range(0, n, part_size)]
-
-
-def part_path(parts_dir: Path, k: int) -> Path:
-    return parts_dir / f"part_{k:05d}.jsonl"
-
-
 def teacher_record(src: dict[str, Any], response: str, teacher: str, teacher_peft: Optional[str]) -> dict[str, Any]:
     """A raw-format training record: ``src``'s fields, ``output`` = the teacher's ``response``, ``references`` = the
     original ground truth, and where it came from. Key order follows ``src`` (instruction, input, output, ...)."""
@@ -119,40 +106,6 @@ def raw_record(src: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in src.items() if k not in DERIVED_FIELDS}
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temp file in the same directory, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_jsonl_atomic(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
-def read_part(path: Path, indices: range) -> Optional[list[dict[str, Any]]]:
-    """The records of a finished part, or None when it is missing or does not hold exactly ``indices`` in order."""
-    if not path.is_file():
-        return None
-    try:
-        recs = read_jsonl(path)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if [r.get("index") if isinstance(r, dict) else None for r in recs] != list(indices):
-        return None
-    return recs
-
-
 def run_settings(cfg: SeqKDConfig, gen: GenerationConfig, num_examples: int) -> dict[str, Any]:
     """What decides the content of the parts; a resumed run must match it. Batch size and world size are left out:
     they only change how the work is split (greedy answers may differ in the last float bits, not in kind)."""
@@ -163,23 +116,6 @@ def run_settings(cfg: SeqKDConfig, gen: GenerationConfig, num_examples: int) -> 
         "max_prompt_length": cfg.max_prompt_length, "seed": cfg.seed,
         "generation": {k: v for k, v in asdict(gen).items() if k != "eval_batch_size"},
     }
-
-
-def flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"generation": {"top_p": 1.0}}`` -> ``{"generation.top_p": 1.0}``."""
-    out: dict[str, Any] = {}
-    for k, v in settings.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
-def settings_conflict(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Names of the settings (dotted, e.g. ``generation.top_p``) that differ between a stored run and this one."""
-    a, b = flatten(stored), flatten(current)
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,88 +157,49 @@ def check_tokenizer_matches(data_dir: Path, tokenizer: Any, model_path: str) -> 
                          f"(bash scripts/<family>/tools/process_data_dolly.sh)")
 
 
-def plan_parts(parts_dir: Path, parts: list[range], settings: dict[str, Any]) -> list[int]:
-    """Parts still to generate. Raises InputError when ``parts_dir`` holds parts of a run with other settings."""
-    settings_path = parts_dir / SETTINGS_FILE
-    if settings_path.is_file():
-        stored = json.loads(settings_path.read_text(encoding="utf-8"))
-        diff = settings_conflict(stored, settings)
-        if diff:
-            raise InputError(f"{parts_dir} holds parts made with other settings ({', '.join(diff)} differ); "
-                             f"run with those settings to resume, or delete {parts_dir} to start over")
-    else:
-        stale = sorted(parts_dir.glob("part_*.jsonl")) if parts_dir.is_dir() else []
-        if stale:
-            raise InputError(f"{parts_dir} holds parts but no {SETTINGS_FILE}, so they cannot be trusted; "
-                             f"delete {parts_dir} to start over")
-    return [k for k, idx in enumerate(parts) if read_part(part_path(parts_dir, k), idx) is None]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The run
 
 
-def rank0_decides(env: dist.DistEnv, fn: Any) -> Any:
-    """Runs ``fn()`` on rank 0 only and hands every rank its result, or re-raises its InputError on every rank (so
-    no rank is left waiting in a collective while rank 0 has stopped)."""
-    out: Any = None
-    if env.is_main:
-        try:
-            out = ("ok", fn())
-        except (InputError, FileNotFoundError) as e:
-            out = ("error", str(e))
-    status, value = dist.all_gather_objects(out)[0]
-    if status == "error":
-        raise InputError(value)
-    return value
-
-
-def assemble(save: Path, parts_dir: Path, parts: list[range], valid_records: list[dict[str, Any]],
+def assemble(save: Path, store: PartStore, parts: list[range], valid_records: list[dict[str, Any]],
              summary: dict[str, Any]) -> dict[str, Any]:
     """Joins the parts into ``train.jsonl`` and writes ``valid.jsonl`` and ``generation.json`` (each atomically)."""
-    train: list[dict[str, Any]] = []
-    for k, idx in enumerate(parts):
-        recs = read_part(part_path(parts_dir, k), idx)
-        if recs is None:
-            raise RuntimeError(f"{part_path(parts_dir, k)} is missing or incomplete after generation")
-        train.extend({key: v for key, v in r.items() if key not in ("index", "num_tokens")} for r in recs)
-        summary["response_tokens"] += sum(int(r.get("num_tokens", 0)) for r in recs)
+    recs = store.gather(parts)
+    train = [{key: v for key, v in r.items() if key not in ("index", "num_tokens")} for r in recs]
+    summary["response_tokens"] += sum(int(r.get("num_tokens", 0)) for r in recs)
     summary["empty_responses"] = sum(1 for r in train if not r["output"].strip())
     summary["mean_response_tokens"] = summary["response_tokens"] / max(len(train), 1)
     write_jsonl_atomic(save / "train.jsonl", train)
     write_jsonl_atomic(save / "valid.jsonl", valid_records)
-    write_text_atomic(save / "generation.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_json_atomic(save / "generation.json", summary)
     return summary
 
 
 def generate_parts(cfg: SeqKDConfig, gen: GenerationConfig, env: dist.DistEnv, tokenizer: Any,
-                   dataset: InstructionDataset, parts: list[range], todo: list[int], parts_dir: Path,
-                   log: Any) -> None:
+                   dataset: InstructionDataset, parts: list[range], todo: list[int], store: PartStore) -> None:
     """Loads the teacher and writes each part of ``todo`` (every rank generates its shard, rank 0 writes)."""
     model = load_model(cfg.model_path, DTYPES[cfg.dtype], peft_path=cfg.peft_path,  # type: ignore[arg-type]
                        merge_adapter=True).to(env.device)
     model.eval()
     raw = dataset.raw or []
-    for n, k in enumerate(todo, 1):
-        t0 = time.time()
+
+    def answer(k: int) -> list[dict[str, Any]]:
         recs = generate_split(model, tokenizer, dataset, gen, rank=env.rank, world_size=env.world_size,
                               device=env.device, max_prompt_length=cfg.max_prompt_length, indices=parts[k],
-                              seed=cfg.seed + k * PART_SEED_STRIDE)
-        if env.is_main:
-            lines = [{"index": r["index"], "num_tokens": r["num_tokens"],
-                      **teacher_record(raw[r["index"]], r["response"], cfg.model_path,  # type: ignore[arg-type]
-                                       cfg.peft_path)} for r in recs]
-            write_jsonl_atomic(part_path(parts_dir, k), lines)
-            empty = sum(1 for r in recs if not r["response"])
-            log(f"part {k} ({n}/{len(todo)}): examples {parts[k].start}-{parts[k].stop - 1}, "
-                f"{time.time() - t0:.1f} s, {empty} empty", flush=True)
+                              seed=part_seed(cfg.seed, k))
+        return [{"index": r["index"], "num_tokens": r["num_tokens"],
+                 **teacher_record(raw[r["index"]], r["response"], cfg.model_path,  # type: ignore[arg-type]
+                                  cfg.peft_path)} for r in recs]
+
+    compute_parts(store, parts, todo, env, answer, "part",
+                  note=lambda recs: f", {sum(1 for r in recs if not r['output'])} empty")
 
 
 def generate_data(cfg: SeqKDConfig, gen: GenerationConfig) -> dict[str, Any]:
     """Generates, resumes and assembles; returns the summary written to ``generation.json`` (on every rank)."""
     check_inputs(cfg)
     data_dir, save = Path(cfg.data_dir), Path(cfg.save)  # type: ignore[arg-type]
-    parts_dir = save / PARTS_DIR
+    store = PartStore(save / PARTS_DIR, by_leaf=True)
     env = dist.init_distributed(use_deepspeed=False)
     if env.device.type == "cpu" and cfg.dtype == "fp16":
         raise ConfigError("--dtype fp16 needs a GPU; use bf16 or fp32 on CPU")
@@ -312,26 +209,21 @@ def generate_data(cfg: SeqKDConfig, gen: GenerationConfig) -> dict[str, Any]:
     valid_records = [raw_record(r) for r in read_jsonl(data_dir / "valid.jsonl")]
     parts = part_ranges(len(dataset), cfg.part_size)
     settings = run_settings(cfg, gen, len(dataset))
+    fix = f"run with those settings to resume, or delete {store.root} to start over"
 
-    def plan() -> list[int]:
-        todo = plan_parts(parts_dir, parts, settings)
-        parts_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(parts_dir / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
-        return todo
-
-    todo = rank0_decides(env, plan)
+    todo = rank0_decides(env, lambda: store.plan(parts, settings, fix))
     log = print if env.is_main else (lambda *a, **k: None)
     log(f"{len(dataset)} prompts in {len(parts)} parts of <= {cfg.part_size}: {len(parts) - len(todo)} already "
         f"done, {len(todo)} to generate on {env.world_size} rank(s)", flush=True)
 
     if todo:
-        generate_parts(cfg, gen, env, tokenizer, dataset, parts, todo, parts_dir, log)
+        generate_parts(cfg, gen, env, tokenizer, dataset, parts, todo, store)
 
     summary: dict[str, Any] = {**settings, "valid_examples": len(valid_records),
                                "parts": len(parts), "parts_reused": len(parts) - len(todo),
                                "parts_generated": len(todo), "world_size": env.world_size, "response_tokens": 0}
     if env.is_main:
-        summary = assemble(save, parts_dir, parts, valid_records, summary)
+        summary = assemble(save, store, parts, valid_records, summary)
         log(f"wrote {save / 'train.jsonl'} ({summary['num_examples']} teacher responses, "
             f"{summary['mean_response_tokens']:.1f} tokens on average) and {save / 'valid.jsonl'} "
             f"({summary['valid_examples']} original records)", flush=True)

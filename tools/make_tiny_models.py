@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -32,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as `python tools/make_tiny_models.py`: make the repo's packages importable
     sys.path.insert(0, str(REPO_ROOT))
 
+from data_utils.atomic import build_dir  # noqa: E402
 from data_utils.prompts import TEMPLATE_NO_INPUT, TEMPLATE_WITH_INPUT, build_prompt, normalize_record  # noqa: E402
 
 FAMILIES = ("gpt2", "opt", "llama", "qwen2")
@@ -161,33 +160,19 @@ def build_config(kwargs: dict, tokenizer):
 
 
 def _write_checkpoint(config, tokenizer, seed: int, dest: Path) -> int:
-    """Build model + tokenizer in a temp dir next to ``dest`` and rename it into place; returns #parameters."""
+    """Build model + tokenizer in a temp dir next to ``dest`` and rename it into place (replacing an earlier one);
+    returns #parameters."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
-    old: Path | None = None
-    try:
+    def fill(tmp: Path) -> int:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)
-        n_params = model.num_parameters()
         model.save_pretrained(tmp)  # safetensors: the only format transformers 5 writes
         tokenizer.save_pretrained(tmp)
-        tmp.chmod(0o755)  # mkdtemp makes 0700; a checkpoint should be as readable as any other directory
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".old"))
-            dest.rename(old / "ckpt")
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not dest.exists():  # put the previous checkpoint back
-            (old / "ckpt").rename(dest)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    return n_params
+        return model.num_parameters()
+
+    return build_dir(dest, fill)[0]
 
 
 def _count_params(path: Path) -> int:

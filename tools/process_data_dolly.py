@@ -31,132 +31,27 @@ so a failed run leaves nothing behind. Input errors stop the run before any toke
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import multiprocessing as mp
-import os
 import random
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as `python tools/process_data_dolly.py`: make the repo's packages importable
     sys.path.insert(0, str(REPO_ROOT))
 
 from data_utils.indexed_dataset import IndexedDatasetBuilder  # noqa: E402
+from data_utils.processing import (DataError, add_common_args, bad_line_report, check_workers,  # noqa: E402
+                                   fill_output_default, open_tokenizer, require_model_path, run_cli, tokenizer_pool,
+                                   worker_tokenizer, write_output_dir)
 from data_utils.prompts import build_prompt, normalize_record  # noqa: E402
 
-MODEL_HINT = "python tools/make_tiny_models.py"
 DATA_HINT = (
     "put the raw records in <data-dir>/raw.jsonl (e.g. databricks-dolly-15k.jsonl), or make a synthetic set "
     "with python tools/make_synthetic_data.py and pass its directory"
 )
-
-
-class DataError(ValueError):
-    """Bad input or arguments; the message is one line that names the input and the fix."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Shared helpers (also used by tools/process_data_pretrain.py)
-
-
-def require_model_path(model_path: Path) -> None:
-    if not Path(model_path).is_dir():
-        raise DataError(f"{model_path}: model/tokenizer directory not found; make it with: {MODEL_HINT}")
-
-
-def load_tokenizer(model_path: str | Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(model_path))
-
-
-def resolve_model_type(model_path: Path, model_type: str | None) -> str:
-    """``--model-type`` if given, else the ``model_type`` of the checkpoint's config."""
-    if model_type:
-        return model_type
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(str(model_path)).model_type
-    except (OSError, ValueError) as e:
-        raise DataError(f"{model_path}: cannot read config.json ({e}); pass --model-type") from None
-
-
-def make_temp_dir(final_dir: Path) -> tuple[Path, list[Path]]:
-    """Temp dir next to ``final_dir``; also returns the parent dirs created for it (removed again on failure)."""
-    created: list[Path] = []
-    for parent in reversed(final_dir.parents):
-        if not parent.exists():
-            parent.mkdir()
-            created.append(parent)
-    tmp = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.", suffix=".tmp"))
-    return tmp, created
-
-
-def discard_temp_dir(tmp: Path, created_parents: list[Path]) -> None:
-    shutil.rmtree(tmp, ignore_errors=True)
-    for parent in reversed(created_parents):
-        try:
-            parent.rmdir()
-        except OSError:  # not empty: someone else put something there meanwhile
-            break
-
-
-def move_into_place(tmp: Path, final_dir: Path) -> bool:
-    """Rename ``tmp`` to ``final_dir``, replacing an existing directory; returns whether one was replaced."""
-    tmp.chmod(0o755)  # mkdtemp makes 0700
-    if not final_dir.exists():
-        tmp.rename(final_dir)
-        return False
-    old = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.", suffix=".old"))
-    final_dir.rename(old / "previous")
-    try:
-        tmp.rename(final_dir)
-    except BaseException:
-        (old / "previous").rename(final_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return True
-
-
-# Worker-side tokenizer: loaded once per pool worker by the initializer (set directly when running in-process).
-_TOKENIZER: Any = None
-
-
-def init_worker(model_path: str) -> None:
-    global _TOKENIZER
-    # Each worker is one process of the pool already; rust-side threads on top would only oversubscribe the cores.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _TOKENIZER = load_tokenizer(model_path)
-
-
-@contextlib.contextmanager
-def tokenizer_pool(
-    tokenizer: Any, model_path: str, workers: int
-) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
-    """Yields an ordered ``imap(fn, items)`` whose ``fn`` can use the module-level ``_TOKENIZER``.
-
-    With ``workers > 1`` it is a process pool whose initializer loads the tokenizer once per worker; otherwise
-    ``fn`` runs here with the already loaded ``tokenizer``.
-    """
-    global _TOKENIZER
-    if workers <= 1:
-        _TOKENIZER = tokenizer
-        try:
-            yield lambda fn, items: map(fn, items)
-        finally:
-            _TOKENIZER = None
-        return
-    # fork: workers start without re-importing transformers (spawn would cost seconds per worker).
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(workers, initializer=init_worker, initargs=(model_path,)) as pool:
-        yield lambda fn, items: pool.imap(fn, items, chunksize=32)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -263,9 +158,10 @@ def fit_lengths(prompt_len: int, response_len: int, max_prompt_length: int, max_
 def encode_example(job: tuple[dict, bool]) -> tuple[str, list[int], list[int]]:
     """(record, chat_template) -> (prompt text, prompt ids [P], response ids [R]); runs in a worker."""
     rec, chat_template = job
-    prompt = build_prompt(rec, _TOKENIZER, chat_template=chat_template)
-    p_ids = _TOKENIZER.encode(prompt, add_special_tokens=False)
-    r_ids = _TOKENIZER.encode(rec["output"], add_special_tokens=False)
+    tokenizer = worker_tokenizer()
+    prompt = build_prompt(rec, tokenizer, chat_template=chat_template)
+    p_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    r_ids = tokenizer.encode(rec["output"], add_special_tokens=False)
     return prompt, p_ids, r_ids
 
 
@@ -305,8 +201,7 @@ def check_args(args: argparse.Namespace) -> None:
             f"--max-prompt-length {args.max_prompt_length} must be below --max-length {args.max_length} "
             f"(the response and the EOS need room)"
         )
-    if args.data_process_workers < 1:
-        raise DataError(f"--data-process-workers must be >= 1, got {args.data_process_workers}")
+    check_workers(args)
 
 
 def process(args: argparse.Namespace) -> dict[str, Any]:
@@ -315,22 +210,19 @@ def process(args: argparse.Namespace) -> dict[str, Any]:
     model_path = Path(args.model_path)
     require_model_path(model_path)
     splits, sources, bad = load_splits(args)  # validates every line before any tokenization
-    tokenizer = load_tokenizer(model_path)
+    tokenizer, model_type, final_dir = open_tokenizer(args)
     if args.chat_template and not getattr(tokenizer, "chat_template", None):
         raise DataError(f"{model_path}: tokenizer has no chat_template; drop --chat-template or use a chat model")
-    model_type = resolve_model_type(model_path, args.model_type)
     vocab_size = len(tokenizer)
-    final_dir = Path(args.processed_data_dir) / model_type
 
-    tmp, created = make_temp_dir(final_dir)
-    try:
+    def fill(tmp: Path) -> dict[str, Any]:
         split_counts = {}
         with tokenizer_pool(tokenizer, str(model_path), args.data_process_workers) as imap:
             for split, records in splits.items():
                 encoded = imap(encode_example, [(rec, args.chat_template) for rec in records])
                 split_counts[split] = write_split(records, encoded, tmp, split, vocab_size, args)
         totals = {k: sum(c[k] for c in split_counts.values()) for k in next(iter(split_counts.values()))}
-        summary = {
+        return {
             "output_dir": str(final_dir),
             "tokenizer": str(model_path.resolve()),
             "vocab_size": vocab_size,
@@ -344,11 +236,8 @@ def process(args: argparse.Namespace) -> dict[str, Any]:
             "sources": sources,
             "counts": {**totals, "bad_lines": len(bad), "splits": split_counts},
         }
-        (tmp / "meta.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        summary["replaced_existing"] = move_into_place(tmp, final_dir)
-    except BaseException:
-        discard_temp_dir(tmp, created)
-        raise
+
+    summary = write_output_dir(final_dir, fill)
     summary["bad_line_messages"] = bad
     return summary
 
@@ -363,7 +252,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"tokens) {sc['dropped_long_prompt']}, truncated responses {sc['truncated_response']}"
         )
     lines.append(f"  bad lines skipped: {c['bad_lines']}")
-    lines.extend(f"    {m}" for m in summary.get("bad_line_messages", [])[:10])
+    lines.extend(bad_line_report(summary))
     return "\n".join(lines)
 
 
@@ -371,10 +260,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-name", help="dataset name (default: the --data-dir folder's name, else dolly)")
     p.add_argument("--data-dir", help="directory with raw.jsonl, or train.jsonl + valid.jsonl (default data/<name>)")
-    p.add_argument("--processed-data-dir", help="output root (default processed_data/<name>/full)")
-    p.add_argument("--model-path", required=True, help="checkpoint directory whose tokenizer is used")
-    p.add_argument("--model-type", help="output subdirectory (default: model_type of the checkpoint's config)")
-    p.add_argument("--data-process-workers", type=int, default=1)
+    add_common_args(p)
     p.add_argument("--max-prompt-length", type=int, default=256, help="drop examples with longer prompts (tokens)")
     p.add_argument("--max-length", type=int, default=512, help="truncate responses: prompt + response + EOS <= this")
     p.add_argument("--dev-num", type=int, default=1000, help="valid examples split off raw.jsonl / cap on valid")
@@ -386,19 +272,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.data_name = args.data_name or (Path(args.data_dir).resolve().name if args.data_dir else "dolly")
     args.data_dir = args.data_dir or f"data/{args.data_name}"
-    args.processed_data_dir = args.processed_data_dir or f"processed_data/{args.data_name}/full"
-    return args
+    return fill_output_default(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        summary = process(args)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_summary(summary))
-    return 0
+    return run_cli(process, format_summary, parse_args(argv))
 
 
 if __name__ == "__main__":

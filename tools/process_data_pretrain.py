@@ -18,7 +18,6 @@ Output in ``<processed-data-dir>/<model-type>/`` (default ``processed_data/<data
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,10 @@ if str(REPO_ROOT) not in sys.path:  # run as `python tools/process_data_pretrain
     sys.path.insert(0, str(REPO_ROOT))
 
 from data_utils.indexed_dataset import IndexedDatasetBuilder  # noqa: E402
+from data_utils.processing import (DataError, add_common_args, bad_line_report, check_workers,  # noqa: E402
+                                   fill_output_default, open_tokenizer, require_model_path, run_cli, tokenizer_pool,
+                                   worker_tokenizer, write_output_dir)
 from data_utils.prompts import clean_text  # noqa: E402
-from tools import process_data_dolly as common  # noqa: E402
-from tools.process_data_dolly import DataError  # noqa: E402
 
 DOC_NEWLINE = "<@x(x!>"
 CORPUS_HINT = "write one document per line to it, with every newline inside a document written as <@x(x!>"
@@ -67,7 +67,7 @@ def read_documents(path: Path, skip_bad_lines: bool) -> tuple[list[str], int, li
 
 def encode_document(doc: str) -> list[int]:
     """Document text -> token ids [T] (no special tokens); runs in a worker."""
-    return common._TOKENIZER.encode(doc, add_special_tokens=False)
+    return worker_tokenizer().encode(doc, add_special_tokens=False)
 
 
 class ChunkPacker:
@@ -98,33 +98,29 @@ def check_args(args: argparse.Namespace) -> None:
         raise DataError(f"--max-length must be >= 2, got {args.max_length}")
     if args.dev_num < 1:
         raise DataError(f"--dev-num must be >= 1 (number of valid chunks), got {args.dev_num}")
-    if args.data_process_workers < 1:
-        raise DataError(f"--data-process-workers must be >= 1, got {args.data_process_workers}")
+    check_workers(args)
 
 
 def process(args: argparse.Namespace) -> dict[str, Any]:
     """Tokenize, pack and write; returns the summary also stored in ``meta.json``. Raises DataError on bad input."""
     check_args(args)
     model_path = Path(args.model_path)
-    common.require_model_path(model_path)
+    require_model_path(model_path)
     data_path = Path(args.data_path)
     docs, n_bad, bad = read_documents(data_path, args.skip_bad_lines)  # validates every line before tokenizing
-    tokenizer = common.load_tokenizer(model_path)
+    tokenizer, model_type, final_dir = open_tokenizer(args)
     eos = tokenizer.eos_token_id
     if eos is None:
         raise DataError(f"{model_path}: tokenizer has no eos_token; documents must be separated by one")
-    model_type = common.resolve_model_type(model_path, args.model_type)
     vocab_size = len(tokenizer)
-    final_dir = Path(args.processed_data_dir) / model_type
 
-    tmp, created = common.make_temp_dir(final_dir)
-    try:
+    def fill(tmp: Path) -> dict[str, Any]:
         packer = ChunkPacker(args.max_length)
         n_tokens = 0
         chunks = {"valid": 0, "train": 0}
         with IndexedDatasetBuilder(tmp / "valid_0", vocab_size) as valid, \
                 IndexedDatasetBuilder(tmp / "train_0", vocab_size) as train, \
-                common.tokenizer_pool(tokenizer, str(model_path), args.data_process_workers) as imap:
+                tokenizer_pool(tokenizer, str(model_path), args.data_process_workers) as imap:
             for ids in imap(encode_document, docs):
                 n_tokens += len(ids) + 1
                 for chunk in packer.feed([*ids, eos]):
@@ -136,7 +132,7 @@ def process(args: argparse.Namespace) -> dict[str, Any]:
                     f"{data_path}: {n_tokens} tokens make {chunks['valid']} chunks of {args.max_length}, all taken "
                     f"by --dev-num {args.dev_num}; lower --dev-num or --max-length, or add documents"
                 )
-        summary = {
+        return {
             "output_dir": str(final_dir),
             "source": str(data_path),
             "tokenizer": str(model_path.resolve()),
@@ -154,11 +150,8 @@ def process(args: argparse.Namespace) -> dict[str, Any]:
                 "bad_lines": n_bad,
             },
         }
-        (tmp / "meta.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        summary["replaced_existing"] = common.move_into_place(tmp, final_dir)
-    except BaseException:
-        common.discard_temp_dir(tmp, created)
-        raise
+
+    summary = write_output_dir(final_dir, fill)
     summary["bad_line_messages"] = bad
     return summary
 
@@ -171,7 +164,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{summary['max_length']} (train {c['train_chunks']}, valid {c['valid_chunks']}), "
         f"tail tokens dropped {c['dropped_tail_tokens']}, bad lines skipped {c['bad_lines']}",
     ]
-    lines.extend(f"    {m}" for m in summary.get("bad_line_messages", [])[:10])
+    lines.extend(bad_line_report(summary))
     return "\n".join(lines)
 
 
@@ -179,29 +172,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-name", help="corpus name (default: the --data-path folder's name, else openwebtext)")
     p.add_argument("--data-path", help="corpus text file, one document per line (default data/<name>/data.txt)")
-    p.add_argument("--processed-data-dir", help="output root (default processed_data/<name>/full)")
-    p.add_argument("--model-path", required=True, help="checkpoint directory whose tokenizer is used")
-    p.add_argument("--model-type", help="output subdirectory (default: model_type of the checkpoint's config)")
-    p.add_argument("--data-process-workers", type=int, default=1)
+    add_common_args(p)
     p.add_argument("--max-length", type=int, default=512, help="tokens per chunk")
     p.add_argument("--dev-num", type=int, default=20, help="number of chunks in the valid split")
     p.add_argument("--skip-bad-lines", action="store_true", help="skip and count non-UTF-8 lines instead of failing")
     args = p.parse_args(argv)
     args.data_name = args.data_name or (Path(args.data_path).resolve().parent.name if args.data_path else "openwebtext")
     args.data_path = args.data_path or f"data/{args.data_name}/data.txt"
-    args.processed_data_dir = args.processed_data_dir or f"processed_data/{args.data_name}/full"
-    return args
+    return fill_output_default(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        summary = process(args)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_summary(summary))
-    return 0
+    return run_cli(process, format_summary, parse_args(argv))
 
 
 if __name__ == "__main__":
