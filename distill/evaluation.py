@@ -20,10 +20,9 @@ from distill import dist
 from distill.config import ConfigError, GenerationConfig, _check, _opt, exit_on_input_error, parse_configs
 from distill.generation import generate_split
 from distill.metrics import per_example_scores
-from distill.models import check_model_dir, load_model, load_tokenizer, model_type
+from distill.models import DTYPES, check_model_dir, load_model, load_tokenizer, model_type
 
 EVAL_SETS = ("dolly", "self_inst", "vicuna", "sinst", "uinst")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass

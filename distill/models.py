@@ -13,6 +13,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from distill.config import InputError
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # --dtype of the inference tools
+
+
 def _fetch_hint(path: str) -> str:
     return (f"{path} is not a model directory: make the built-in tiny models with `python tools/make_tiny_models.py`, "
             f"or download a checkpoint there (see checkpoints/README.md)")

@@ -47,7 +47,6 @@ REFLECTION_FILE = "reflection.jsonl"
 REFLECTION_PARTS = "reflection_parts"
 RANKING_FILE = "ranking.jsonl"
 STAGE_MARKER = "srd_stage.json"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -296,7 +295,7 @@ def check_reflect_inputs(cfg: ReflectConfig) -> None:
 
 def run_reflection(cfg: ReflectConfig, gen: GenerationConfig) -> dict[str, Any]:
     """Computes (or resumes) the reflection and assembles ``<srd-dir>/reflection.jsonl``; returns a summary."""
-    from distill.models import load_model, load_tokenizer
+    from distill.models import DTYPES, load_model, load_tokenizer
 
     check_reflect_inputs(cfg)
     srd_dir = Path(cfg.srd_dir)  # type: ignore[arg-type]

@@ -49,10 +49,9 @@ from distill import dist  # noqa: E402
 from distill.config import (ConfigError, GenerationConfig, InputError, _check, _opt, exit_on_input_error,  # noqa: E402
                             parse_configs)
 from distill.generation import generate_split  # noqa: E402
-from distill.models import check_model_dir, is_adapter_dir, load_model, load_tokenizer  # noqa: E402
+from distill.models import DTYPES, check_model_dir, is_adapter_dir, load_model, load_tokenizer  # noqa: E402
 from distill.parts import PartStore, compute_parts, part_ranges, part_seed, rank0_decides, read_jsonl  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: Fields the processing tool derives from a record (the rendered prompt); left out of the raw output.
 DERIVED_FIELDS = frozenset({"prompt"})
 PARTS_DIR = ".parts"
