@@ -74,11 +74,18 @@ def move_into_place(tmp: Path, final_dir: Path) -> bool:
         tmp.rename(final_dir)
         return False
     old = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}.", suffix=".old"))
-    final_dir.rename(old / "previous")
+    # On failure the emptied holder goes too, so a failed swap leaves no debris; if putting the old directory back
+    # fails, the holder (with the old directory inside) is kept.
+    try:
+        final_dir.rename(old / "previous")
+    except BaseException:
+        old.rmdir()
+        raise
     try:
         tmp.rename(final_dir)
     except BaseException:
         (old / "previous").rename(final_dir)
+        old.rmdir()
         raise
     shutil.rmtree(old, ignore_errors=True)
     return True
