@@ -12,8 +12,8 @@ DS_TEACHER=configs/deepspeed/ds_config_zero1_bf16.json
 DS=configs/deepspeed/ds_config_zero0_fp32.json
 DATA=processed_data/synth/full/${FAMILY}
 # Sized so the whole run fits in ~15 minutes on 2 CPU cores with a clear teacher/student gap (docs/quickstart.md).
-TEACHER_EPOCHS=${TEACHER_EPOCHS:-5}
-STUDENT_EPOCHS=${STUDENT_EPOCHS:-5}
+TEACHER_EPOCHS=${TEACHER_EPOCHS:-4}
+STUDENT_EPOCHS=${STUDENT_EPOCHS:-4}
 COMMON=(--batch-size 32 --gradient-accumulation-steps 1 --lr 1e-3 --warmup-iters 20 --max-length 256 --max-new-tokens 64 --no-eval-gen
         --log-interval 50 --eval-batch-size 100)
 EVAL=(--no-do-sample --max-new-tokens 64 --eval-batch-size 100)
