@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
-import torch
 
 from data_utils.datasets import InstructionDataset, split_prefix
 from distill import dist

@@ -16,7 +16,6 @@ import math
 import os
 import resource
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional

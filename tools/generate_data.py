@@ -41,7 +41,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as `python tools/generate_data.py`: make the repo's packages importable
     sys.path.insert(0, str(REPO_ROOT))
 
-import torch  # noqa: E402
 
 from data_utils.atomic import write_json_atomic, write_jsonl_atomic  # noqa: E402
 from data_utils.datasets import InstructionDataset, require_split  # noqa: E402
