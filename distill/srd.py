@@ -195,7 +195,9 @@ def reflection_settings(cfg: ReflectConfig, gen: GenerationConfig, num_examples:
         "data_dir": str(data_dir.resolve()),
         "train_idx_sha256": file_digest(split_prefix(data_dir, "train").with_suffix(".idx")),
         "num_examples": num_examples, "part_size": cfg.part_size, "dtype": cfg.dtype,
-        "max_length": cfg.max_length, "max_prompt_length": cfg.max_prompt_length, "seed": cfg.seed,
+        "max_length": cfg.max_length, "max_prompt_length": cfg.max_prompt_length,
+        # Greedy answers do not depend on the seed, so training runs of other seeds can share one reflection.
+        "seed": cfg.seed if gen.do_sample else None,
         "generation": {k: v for k, v in asdict(gen).items() if k != "eval_batch_size"},
     }
 

@@ -174,3 +174,38 @@ def test_language_modelling_loss_on_a_pretraining_corpus(trained_teacher: Path, 
     assert logged and all(m["train/lm"] > 0 for m in logged)
     m = logged[-1]
     assert m["train/loss"] == pytest.approx(0.5 * m["train/ce"] + 0.5 * m["train/kd"] + 0.5 * m["train/lm"], rel=1e-4)
+
+
+def test_calibration_matches_a_direct_computation(trained_teacher: Path, processed_tiny: Path) -> None:
+    """tools/eval_divergence.py --calibration: NLL, accuracy, confidence, ECE and entropy of the next-token
+    distributions on response positions, checked position by position."""
+    from data_utils.datasets import InstructionDataset, LMCollator
+    from distill.models import load_model, load_tokenizer
+    from eval_divergence import calibration
+
+    tok = load_tokenizer(str(trained_teacher))
+    valid = InstructionDataset(processed_tiny, "valid", num=12)
+    collate = LMCollator(tok.pad_token_id, tok.eos_token_id, 128)
+    model = load_model(str(trained_teacher)).eval()
+    got = calibration(model, valid, collate, len(tok), batch_size=5)  # batches of unequal padding
+
+    probs, labels = [], []
+    for i in range(len(valid)):  # one unpadded sequence at a time
+        ex = valid[i]
+        seq = torch.tensor([*ex["prompt"], *ex["response"], tok.eos_token_id])[None]
+        with torch.no_grad():
+            p = torch.softmax(model(input_ids=seq).logits[0, :, :len(tok)].double(), -1)
+        n = len(ex["prompt"])
+        probs.append(p[n - 1:-1])
+        labels.append(seq[0, n:])
+    p, y = torch.cat(probs), torch.cat(labels)
+    conf, top = p.max(-1)
+    hit = (top == y).double()
+    ece = sum(abs(float(conf[b].sum() - hit[b].sum())) for b in
+              [(conf * 10).long().clamp(max=9) == k for k in range(10)]) / len(y)
+    assert got["tokens"] == len(y)
+    assert got["nll"] == pytest.approx(float(-p[torch.arange(len(y)), y].log().mean()), rel=1e-4)
+    assert got["accuracy"] == pytest.approx(float(hit.mean()), abs=1e-9)
+    assert got["confidence"] == pytest.approx(float(conf.mean()), rel=1e-4)
+    assert got["entropy"] == pytest.approx(float(-(p * p.log()).sum(-1).mean()), rel=1e-4)
+    assert got["ece"] == pytest.approx(ece, abs=1e-4)

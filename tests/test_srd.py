@@ -186,6 +186,17 @@ def test_reflection_scores_and_resumes(processed: Path, tiny_models: dict, tmp_p
     assert "other settings (generation differ)" in capfd.readouterr().err
 
 
+def test_greedy_reflection_is_shared_across_seeds(processed: Path, tiny_models: dict, tmp_path: Path) -> None:
+    """Greedy answers do not depend on the seed, so SRD runs of several training seeds reuse one reflection; sampled
+    answers do, so there the seed is part of the settings."""
+    def settings(*extra: str) -> dict:
+        cfg, gen = srd.parse_reflect_args(_reflect_argv(tiny_models, processed, tmp_path / "srd") + list(extra))
+        return srd.reflection_settings(cfg, gen, 200)
+
+    assert settings("--seed", "1") == settings("--seed", "2")
+    assert settings("--seed", "1", "--do-sample") != settings("--seed", "2", "--do-sample")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The runner
 # ----------------------------------------------------------------------------------------------------------------

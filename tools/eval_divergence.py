@@ -1,10 +1,17 @@
-"""Validation divergence of a student to a teacher, per divergence kind, on response tokens.
+"""Validation divergence of a student to a teacher, per divergence kind, on response tokens; and calibration.
 
 How close a student ends to its teacher in the direction a KD kind optimises: e.g. after `--type rkl`, compare the
 student's `rkl` here with the SFT student's. Token-weighted mean over the validation split's response positions.
 
     python tools/eval_divergence.py --student results/kd/best --teacher results/sft-teacher/best \
         --data-dir processed_data/synth/full/gpt2 --kinds fkl rkl jsd tvd
+
+`--calibration` adds how good the soft targets are as targets, for the student and (if given) the teacher: NLL of the
+ground-truth tokens, top-1 accuracy, mean top-1 probability, expected calibration error (10 equal-width confidence
+bins) and mean entropy. A teacher that is right but over-confident gives soft targets close to one-hot labels, so
+KD from it adds little to the ground-truth loss.
+
+    python tools/eval_divergence.py --student results/sft-teacher/best --data-dir ... --kinds --calibration
 """
 from __future__ import annotations
 
@@ -46,14 +53,46 @@ def divergences(student: torch.nn.Module, teacher: torch.nn.Module, dataset: Ins
     return {k: v / max(count, 1.0) for k, v in sums.items()}
 
 
+@torch.no_grad()
+def calibration(model: torch.nn.Module, dataset: InstructionDataset, collate: LMCollator, vocab_size: int,
+                batch_size: int = 32, bins: int = 10) -> dict[str, float]:
+    """Token-level quality of ``model``'s next-token distributions on the response positions of ``dataset``."""
+    model.eval()
+    nll = correct = conf = ent = 0.0
+    bin_conf, bin_acc, bin_n = torch.zeros(bins, dtype=torch.float64), torch.zeros(bins, dtype=torch.float64), \
+        torch.zeros(bins, dtype=torch.float64)
+    count = 0
+    for s in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(s, min(s + batch_size, len(dataset)))])
+        mask = response_mask(batch)
+        logp = torch.log_softmax(forward_logits(model, batch)[..., :vocab_size][mask].float(), -1)
+        labels = batch["labels"][mask]
+        p_max, top = logp.exp().max(-1)
+        hit = (top == labels).double()
+        nll -= float(logp.gather(-1, labels[:, None]).sum())
+        correct += float(hit.sum())
+        conf += float(p_max.sum())
+        ent -= float((logp.exp() * logp.clamp_min(-1e30)).sum())
+        b = (p_max.double() * bins).long().clamp(max=bins - 1)
+        bin_n += torch.bincount(b, minlength=bins).double()
+        bin_conf += torch.bincount(b, weights=p_max.double(), minlength=bins)
+        bin_acc += torch.bincount(b, weights=hit, minlength=bins)
+        count += int(mask.sum())
+    n = max(count, 1)
+    return {"nll": nll / n, "accuracy": correct / n, "confidence": conf / n,
+            "ece": float((bin_conf - bin_acc).abs().sum()) / n, "entropy": ent / n, "tokens": count}
+
+
 @exit_on_input_error
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--student", required=True)
-    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--teacher", help="required for --kinds")
     parser.add_argument("--data-dir", required=True, help="processed data directory (its valid split is used)")
     parser.add_argument("--split", default="valid")
-    parser.add_argument("--kinds", nargs="+", default=["fkl", "rkl", "jsd", "tvd", "sfkl", "srkl"])
+    parser.add_argument("--kinds", nargs="*", default=["fkl", "rkl", "jsd", "tvd", "sfkl", "srkl"],
+                        help="divergences to the teacher (none: give --kinds alone)")
+    parser.add_argument("--calibration", action="store_true", help="add token-level calibration of both models")
     parser.add_argument("--temperature", type=float, default=1.0, help="tau of the t* kinds")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--dev-num", type=int, default=-1)
@@ -62,12 +101,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     bad = [k for k in args.kinds if k not in KINDS]
     if bad:
         raise InputError(f"--kinds: unknown {bad}; valid kinds: {', '.join(KINDS)}")
+    if args.kinds and not args.teacher:
+        raise InputError("--teacher is required to measure divergences (or pass --kinds alone with --calibration)")
+    if not args.kinds and not args.calibration:
+        raise InputError("nothing to measure: give --kinds or --calibration")
     tok = load_tokenizer(args.student)
-    check_tokenizers_agree(tok, load_tokenizer(args.teacher), args.student, args.teacher)
+    if args.teacher:
+        check_tokenizers_agree(tok, load_tokenizer(args.teacher), args.student, args.teacher)
     dataset = InstructionDataset(args.data_dir, args.split, num=args.dev_num)
     collate = LMCollator(tok.pad_token_id, tok.eos_token_id, args.max_length)
-    result = divergences(load_model(args.student, merge_adapter=True), load_model(args.teacher, merge_adapter=True),
-                         dataset, collate, args.kinds, len(tok), temperature=args.temperature)
+    student = load_model(args.student, merge_adapter=True)
+    teacher = load_model(args.teacher, merge_adapter=True) if args.teacher else None
+    result: dict = {}
+    if args.kinds:
+        result = divergences(student, teacher, dataset, collate, args.kinds, len(tok), temperature=args.temperature)
+    if args.calibration:
+        result["calibration"] = {"student": calibration(student, dataset, collate, len(tok))}
+        if teacher is not None:
+            result["calibration"]["teacher"] = calibration(teacher, dataset, collate, len(tok))
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

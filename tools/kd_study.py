@@ -2,20 +2,26 @@
 
 For each seed it trains the SFT student, one student per ``--kinds`` entry (train_distill.py, same steps and
 hyper-parameters) and, with ``--pure-kd``, an fkl student with ``--kd-ratio 1`` (no ground-truth loss); then scores
-each by greedy Rouge-L on the validation split and by its divergence to the teacher in every direction. Runs whose
-outputs exist are skipped, so an interrupted study resumes. Writes ``<out>/report.md`` and ``<out>/report.json``.
+each by greedy Rouge-L on the validation split, by its divergence to the teacher in every direction and by
+Rouge-L per task category; the teacher's token calibration and the untrained student's score go beside them. Runs
+whose outputs exist are skipped, so an interrupted study resumes. Writes ``<out>/report.md`` and
+``<out>/report.json``. The study of docs/kd_results.md:
 
     python tools/kd_study.py --teacher results/quickstart/sft-teacher/best \
-        --student checkpoints/tiny-gpt2-student --data-dir processed_data/synth/full/gpt2 \
-        --out results/kd_study --seeds 1 2 3 --epochs 8 -- --lr 1e-3 --batch-size 32
+        --student checkpoints/tiny-gpt2-student --data-dir processed_data/synth/full/gpt2 --out results/kd_study \
+        --seeds 1 2 3 --kinds fkl rkl jsd tvd sfkl srkl tfkl --pure-kd --epochs 5 --teacher-bf16 --jobs 2 -- \
+        --batch-size 32 --lr 1e-3 --warmup-iters 20 --max-length 256 --eval-batch-size 100 \
+        --deepspeed-config configs/deepspeed/ds_config_zero0_fp32.json
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,17 +36,34 @@ OWN_DIRECTION = {"fkl": "fkl", "kd": "fkl", "tfkl": "fkl", "rkl": "rkl", "trkl":
                  "tsrkl": "srkl"}
 
 
-def run(cmd: list[str], log: Path) -> None:
+def run(cmd: list[str], log: Path, threads: int | None = None) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     print("+", " ".join(cmd), flush=True)
+    env = dict(os.environ)
+    # Several runs share the cores: pin each to its share and do not let idle OpenMP threads spin on the others'.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"error: a run failed (exit {proc.returncode}); see {log}")
 
 
 def mean_std(xs: list[float]) -> str:
     return f"{statistics.fmean(xs):.2f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.2f}"
+
+
+def category_rouge(eval_dirs: list[Path]) -> dict[str, float]:
+    """Mean Rouge-L per task category over the answers of ``eval_dirs`` (evaluate.py outputs; data with a
+    ``category`` field, like the built-in synthetic set)."""
+    scores: dict[str, list[float]] = {}
+    for d in eval_dirs:
+        for f in sorted(d.glob("*/*/answers.jsonl")):
+            for line in f.read_text().splitlines():
+                rec = json.loads(line)
+                scores.setdefault(rec.get("category") or "all", []).append(rec["rougeL"])
+    return {c: statistics.fmean(v) for c, v in scores.items()}
 
 
 @exit_on_input_error
@@ -57,50 +80,81 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--temperature-kld", type=float, default=2.0, help="tau of the t* kinds")
     parser.add_argument("--pure-kd", action="store_true", help="also train fkl students with --kd-ratio 1")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--teacher-bf16", action="store_true", help="run the teacher in bf16 in the KD runs")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at once; each gets cores/jobs threads (tiny models use 2 threads poorly)")
     parser.add_argument("train_args", nargs="*", help="after --: flags for every training run")
     args = parser.parse_args(argv)
     for p in (args.teacher, args.student, args.data_dir):
         if not Path(p).exists():
             raise InputError(f"{p} does not exist")
+    if args.jobs < 1:
+        raise InputError(f"--jobs {args.jobs}: must be at least 1")
     out = Path(args.out)
     py = sys.executable
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
     common = ["--data-dir", args.data_dir, "--epochs", str(args.epochs), "--no-eval-gen",
               "--max-new-tokens", str(args.max_new_tokens), *args.train_args]
+    teacher_flags = ["--teacher-model-path", args.teacher] + (["--teacher-model-bf16"] if args.teacher_bf16 else [])
     runs: dict[str, list[str]] = {"sft": [py, "train_sft.py", "--model-path", args.student]}
     for kind in args.kinds:
-        runs[kind] = [py, "train_distill.py", "--model-path", args.student, "--teacher-model-path", args.teacher,
+        runs[kind] = [py, "train_distill.py", "--model-path", args.student, *teacher_flags,
                       "--type", kind, "--kd-ratio", str(args.kd_ratio), "--temperature-kld", str(args.temperature_kld)]
     if args.pure_kd:
-        runs["fkl-pure"] = [py, "train_distill.py", "--model-path", args.student, "--teacher-model-path",
-                            args.teacher, "--type", "fkl", "--kd-ratio", "1.0"]
+        runs["fkl-pure"] = [py, "train_distill.py", "--model-path", args.student, *teacher_flags,
+                            "--type", "fkl", "--kd-ratio", "1.0"]
     directions = sorted({OWN_DIRECTION[k] for k in args.kinds} | {"fkl"})
+    gen = ["--eval-name", "valid", "--seeds", "10", "--no-do-sample", "--max-new-tokens", str(args.max_new_tokens),
+           "--eval-batch-size", "100"]
+
+    def one(name: str, seed: int) -> None:
+        """Train, evaluate and measure the divergence of one student; each step is skipped if its output exists."""
+        d = out / name / str(seed)
+        if not (d / "train" / "best").exists():
+            run([*runs[name], *common, "--seed", str(seed), "--save", str(d / "train")], d / "train.log", threads)
+        if not (d / "eval" / "summary.json").exists():
+            run([py, "evaluate.py", "--model-path", str(d / "train" / "best"), "--data-dir", args.data_dir,
+                 "--save", str(d / "eval"), *gen], d / "eval.log", threads)
+        if not (d / "divergence.json").exists():
+            run([py, "tools/eval_divergence.py", "--student", str(d / "train" / "best"), "--teacher",
+                 args.teacher, "--data-dir", args.data_dir, "--kinds", *directions,
+                 "--out", str(d / "divergence.json")], d / "divergence.log", threads)
+
+    def reference_evals() -> None:
+        """The teacher's and the untrained student's scores, and the teacher's calibration, once."""
+        for name, model in (("teacher", args.teacher), ("untrained", args.student)):
+            if not (out / name / "eval" / "summary.json").exists():
+                run([py, "evaluate.py", "--model-path", model, "--data-dir", args.data_dir,
+                     "--save", str(out / name / "eval"), *gen], out / name / "eval.log", threads)
+        if not (out / "teacher" / "calibration.json").exists():
+            run([py, "tools/eval_divergence.py", "--student", args.teacher, "--data-dir", args.data_dir, "--kinds",
+                 "--calibration", "--out", str(out / "teacher" / "calibration.json")],
+                out / "teacher" / "calibration.log", threads)
+
+    # Seed-major order, so an interrupted study has whole seeds done rather than whole kinds.
+    tasks = [(name, seed) for seed in args.seeds for name in runs]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(reference_evals)] + [pool.submit(one, name, seed) for name, seed in tasks]
+        for f in futures:
+            f.result()
     results: dict[str, dict[int, dict]] = {}
-    for seed in args.seeds:
-        for name, cmd in runs.items():
-            d = out / name / str(seed)
-            if not (d / "train" / "best").exists():
-                run([*cmd, *common, "--seed", str(seed), "--save", str(d / "train")], d / "train.log")
-            if not (d / "eval" / "summary.json").exists():
-                run([py, "evaluate.py", "--model-path", str(d / "train" / "best"), "--data-dir", args.data_dir,
-                     "--eval-name", "valid", "--save", str(d / "eval"), "--seeds", "10", "--no-do-sample",
-                     "--max-new-tokens", str(args.max_new_tokens), "--eval-batch-size", "100"], d / "eval.log")
-            if not (d / "divergence.json").exists():
-                run([py, "tools/eval_divergence.py", "--student", str(d / "train" / "best"), "--teacher",
-                     args.teacher, "--data-dir", args.data_dir, "--kinds", *directions,
-                     "--out", str(d / "divergence.json")], d / "divergence.log")
-            summary = json.loads((d / "eval" / "summary.json").read_text())
-            results.setdefault(name, {})[seed] = {
-                "rougeL": summary["sets"]["valid"]["rougeL_mean"],
-                "divergence": json.loads((d / "divergence.json").read_text())}
-    teacher_eval = out / "teacher" / "eval"
-    if not (teacher_eval / "summary.json").exists():
-        run([py, "evaluate.py", "--model-path", args.teacher, "--data-dir", args.data_dir, "--eval-name", "valid",
-             "--save", str(teacher_eval), "--seeds", "10", "--no-do-sample", "--max-new-tokens",
-             str(args.max_new_tokens), "--eval-batch-size", "100"], out / "teacher" / "eval.log")
-    teacher_rouge = json.loads((teacher_eval / "summary.json").read_text())["sets"]["valid"]["rougeL_mean"]
-    lines = [f"Teacher `{args.teacher}`: Rouge-L {teacher_rouge:.2f} (greedy, validation split). "
-             f"Students from `{args.student}`, {args.epochs} epochs, seeds {args.seeds}, kd-ratio {args.kd_ratio}, "
-             f"tau {args.temperature_kld} for t* kinds.", "",
+    for name, seed in tasks:
+        d = out / name / str(seed)
+        summary = json.loads((d / "eval" / "summary.json").read_text())
+        results.setdefault(name, {})[seed] = {
+            "rougeL": summary["sets"]["valid"]["rougeL_mean"],
+            "divergence": json.loads((d / "divergence.json").read_text())}
+    def rouge_of(name: str) -> float:
+        return json.loads((out / name / "eval" / "summary.json").read_text())["sets"]["valid"]["rougeL_mean"]
+
+    teacher_rouge, untrained_rouge = rouge_of("teacher"), rouge_of("untrained")
+    cal = json.loads((out / "teacher" / "calibration.json").read_text())["calibration"]["student"]
+    lines = [f"Teacher `{args.teacher}`: Rouge-L {teacher_rouge:.2f} (greedy, validation split); on the validation "
+             f"response tokens: top-1 accuracy {cal['accuracy']:.3f}, mean top-1 probability {cal['confidence']:.3f},"
+             f" ECE {cal['ece']:.3f}, entropy {cal['entropy']:.2f} nats, NLL {cal['nll']:.3f}. "
+             f"Students from `{args.student}` (untrained: Rouge-L {untrained_rouge:.2f}), {args.epochs} epochs, seeds "
+             f"{args.seeds}, kd-ratio {args.kd_ratio} (fkl-pure: 1.0, no ground-truth loss), "
+             f"tau {args.temperature_kld} for t* kinds. Flags for every run: `{' '.join(args.train_args)}`.", "",
              "| student | Rouge-L (mean ± std) | own-direction divergence to teacher | SFT student's, same direction |"
              " closer than SFT (seeds) |", "|---|---:|---:|---:|---:|"]
     sft = results["sft"]
@@ -112,9 +166,20 @@ def main(argv: list[str] | None = None) -> dict:
         closer = sum(o < r for o, r in zip(own, ref))
         lines.append(f"| {name} | {rouge} | {direction} {statistics.fmean(own):.4f} | {statistics.fmean(ref):.4f} | "
                      f"{'—' if name == 'sft' else f'{closer}/{len(own)}'} |")
+    lines += ["", "Rouge-L by task category (mean over seeds; teacher and untrained student: one greedy run):", ""]
+    cats = {"teacher": category_rouge([out / "teacher" / "eval"]),
+            "untrained": category_rouge([out / "untrained" / "eval"])}
+    cats.update({name: category_rouge([out / name / str(s) / "eval" for s in per_seed])
+                 for name, per_seed in results.items()})
+    names = list(cats)
+    lines += ["| category | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for c in sorted(cats["teacher"]):
+        lines.append(f"| {c} | " + " | ".join(f"{cats[n].get(c, float('nan')):.1f}" for n in names) + " |")
     report = "\n".join(lines) + "\n"
     (out / "report.md").write_text(report)
-    (out / "report.json").write_text(json.dumps({"teacher_rougeL": teacher_rouge, "runs": results}, indent=2))
+    (out / "report.json").write_text(json.dumps({"teacher_rougeL": teacher_rouge, "untrained_rougeL": untrained_rouge,
+                                                 "teacher_calibration": cal, "runs": results, "categories": cats},
+                                                indent=2))
     print(report)
     return results
 

@@ -1,0 +1,52 @@
+"""The study scripts' pure parts: where tools/srd_study.py writes its table, how tools/kd_study.py groups scores by
+task category, and their input checks (before any training starts)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "tools"))
+
+
+def test_srd_study_table_goes_between_its_own_markers(tmp_path: Path) -> None:
+    from srd_study import write_doc
+
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\nProse stays.\n")
+    write_doc(doc, "table A\n", "tfkl-e2")
+    write_doc(doc, "table B\n", "tfkl-e3")
+    write_doc(doc, "table A2\n", "tfkl-e2")  # a rerun replaces its own block only
+    text = doc.read_text()
+    assert text.startswith("# Results\n\nProse stays.\n")
+    assert "table A\n" not in text and text.count("table A2\n") == 1 and text.count("table B\n") == 1
+    assert text.index("table A2") < text.index("table B")
+
+
+def test_srd_study_refuses_epochs_that_do_not_split(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from srd_study import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--teacher", str(tmp_path), "--student", str(tmp_path), "--data-dir", str(tmp_path),
+              "--epochs", "5", "--out", str(tmp_path / "out")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--epochs 5" in err and "--stage-epochs" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_kd_study_category_means(tmp_path: Path) -> None:
+    from kd_study import category_rouge
+
+    for seed, scores in (("1", [10.0, 30.0, 50.0]), ("2", [20.0, 40.0, 70.0])):
+        d = tmp_path / seed / "valid" / "10"
+        d.mkdir(parents=True)
+        cats = ["copy", "copy", "story"]
+        d.joinpath("answers.jsonl").write_text(
+            "".join(json.dumps({"category": c, "rougeL": r}) + "\n" for c, r in zip(cats, scores)))
+    got = category_rouge([tmp_path / "1", tmp_path / "2"])
+    assert got == {"copy": pytest.approx(25.0), "story": pytest.approx(60.0)}

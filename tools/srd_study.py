@@ -1,0 +1,218 @@
+"""SRD + a temperature KD kind versus the same kind on the full data, over seeds: Rouge-L and training time.
+
+For each seed it trains a plain KD student (``--type``, ``--epochs`` over the full training set, constant
+``--baseline-temperature``) and an SRD student (``tools/srd_run.py``: reflection, easy -> hard ranking, the hardest of
+``--num-stages`` parts dropped, cumulative stages at rising temperature). Both runs last ``--epochs`` epochs: SRD's
+stages split them into equal intervals (``--epochs / stages`` each; the curriculum introduces a new part at fixed
+intervals), each stage's epochs counted over the examples it trains on. With 4 parts and 3 stages (25 %, 50 %, 75 %
+of the data) that is half the plain run's example passes; ``--stage-epochs`` sets another split (e.g. ``--epochs / 2``
+per stage: the examples SRD keeps are seen ``--epochs`` times on average, 0.75x the passes). Both arms start from the
+same initial student and are scored by the same greedy evaluation.
+
+SRD ranks examples by how the *initial* student does on them, which says nothing for a randomly initialised model
+(every answer scores Rouge-L 0). Real students start pretrained; ``--warm-epochs N`` (default 1) stands in for that by
+first training the student N epochs of SFT and giving both arms that checkpoint.
+
+Runs are sequential (one at a time, so the two arms of a seed are timed under the same conditions) and skipped when
+their outputs exist, so an interrupted study resumes. Writes ``<out>/report.json``, ``<out>/report.md`` and, with
+``--doc``, the same table into that markdown file between the markers ``<!-- srd-study TYPE-eN -->`` and
+``<!-- /srd-study TYPE-eN -->`` (N: the epochs per stage).
+
+    python tools/srd_study.py --teacher results/quickstart/sft-teacher/best \
+        --student checkpoints/tiny-gpt2-student --data-dir processed_data/synth/full/gpt2 --out results/srd_study \
+        --seeds 1 2 3 --epochs 6 --teacher-bf16 --doc docs/srd_results.md -- --lr 1e-3 --batch-size 32
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from distill.config import InputError, exit_on_input_error  # noqa: E402
+
+
+
+def run(cmd: list[str], log: Path) -> float:
+    """Run ``cmd`` from the repo root with its output in ``log``; returns its wall seconds."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print("+", " ".join(cmd), flush=True)
+    env = dict(os.environ)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    t0 = time.time()
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: a run failed (exit {proc.returncode}); see {log}")
+    return time.time() - t0
+
+
+def timed(cmd: list[str], log: Path, done: Path, stamp: Path) -> float:
+    """Run ``cmd`` unless ``done`` exists; its wall seconds are kept in ``stamp`` (a resumed study reuses them)."""
+    if not done.exists():
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({"wall_seconds": run(cmd, log)}))
+    return json.loads(stamp.read_text())["wall_seconds"] if stamp.exists() else float("nan")
+
+
+def fmean_std(xs: list[float], spec: str = ".2f") -> str:
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{format(statistics.fmean(xs), spec)} ± {format(sd, spec)}"
+
+
+def render(rows: list[dict[str, Any]], setup: str, teacher_rouge: float, reflection_s: Optional[float]) -> str:
+    lines = [setup, "",
+             "| seed | plain Rouge-L | SRD Rouge-L | Δ | plain train s | SRD train s | train ratio | "
+             "plain wall s | SRD wall s (stages) | wall ratio | tokens ratio |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['seed']} | {r['plain_rougeL']:.2f} | {r['srd_rougeL']:.2f} | "
+                     f"{r['srd_rougeL'] - r['plain_rougeL']:+.2f} | {r['plain_train_s']:.1f} | "
+                     f"{r['srd_train_s']:.1f} | {r['srd_train_s'] / r['plain_train_s']:.2f} | "
+                     f"{r['plain_wall_s']:.1f} | {r['srd_wall_s']:.1f} | {r['srd_wall_s'] / r['plain_wall_s']:.2f} | "
+                     f"{r['tokens_ratio']:.2f} |")
+    m = {k: statistics.fmean(r[k] for r in rows) for k in rows[0] if k != "seed"}
+    d = m["srd_rougeL"] - m["plain_rougeL"]
+    train_ratio = m["srd_train_s"] / m["plain_train_s"]
+    wall_ratio = m["srd_wall_s"] / m["plain_wall_s"]
+    lines.append(f"| mean | {fmean_std([r['plain_rougeL'] for r in rows])} | "
+                 f"{fmean_std([r['srd_rougeL'] for r in rows])} | {d:+.2f} | {m['plain_train_s']:.1f} | "
+                 f"{m['srd_train_s']:.1f} | {train_ratio:.2f} | {m['plain_wall_s']:.1f} | {m['srd_wall_s']:.1f} | "
+                 f"{wall_ratio:.2f} | {m['tokens_ratio']:.2f} |")
+    lines += ["", f"Teacher Rouge-L {teacher_rouge:.2f}. Ratios of means are SRD / plain."]
+    if reflection_s is not None:
+        with_refl = (m["srd_wall_s"] * len(rows) + reflection_s) / (m["plain_wall_s"] * len(rows))
+        lines.append(f"Reflection of the initial student (once, shared by the {len(rows)} seeds): {reflection_s:.1f} s"
+                     f" wall; counting it, SRD wall time over the {len(rows)} seeds is {with_refl:.2f}x the plain "
+                     f"runs' (a single seed would carry it alone: "
+                     f"{(m['srd_wall_s'] + reflection_s) / m['plain_wall_s']:.2f}x).")
+    lines.append(f"Criteria (mean of {len(rows)} seeds): training time ratio {train_ratio:.2f} "
+                 f"({'<=' if train_ratio <= 0.7 else '>'} 0.7), Rouge-L difference {d:+.2f} "
+                 f"({'not lower by more than 0.5' if d >= -0.5 else 'lower by more than 0.5'}).")
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(doc: Path, table: str, key: str) -> None:
+    """Put ``table`` between ``<!-- srd-study KEY -->`` and ``<!-- /srd-study KEY -->`` in ``doc`` (replacing what
+    was there; appended if the markers are absent), so each variant of the study keeps its own block."""
+    begin, end = f"<!-- srd-study {key} -->", f"<!-- /srd-study {key} -->"
+    text = doc.read_text() if doc.exists() else ""
+    block = f"{begin}\n{table}{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = (text.rstrip() + "\n\n" if text else "") + block + "\n"
+    doc.write_text(text)
+
+
+@exit_on_input_error
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--student", required=True, help="initial student checkpoint")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--out", default="results/srd_study")
+    parser.add_argument("--type", default="tfkl", help="a temperature kind (tfkl, trkl, tjsd, ttvd, tsfkl, tsrkl)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--epochs", type=int, default=6, help="the plain run's epochs")
+    parser.add_argument("--stage-epochs", type=int, help="epochs of each SRD stage (default: --epochs / stages)")
+    parser.add_argument("--warm-epochs", type=int, default=1, help="SFT epochs before both arms (0: none)")
+    parser.add_argument("--baseline-temperature", type=float, default=2.0, help="the plain run's --temperature-kld")
+    parser.add_argument("--num-stages", type=int, default=4)
+    parser.add_argument("--temperatures", nargs="+", type=float, default=[1.0, 1.5, 2.0])
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--teacher-bf16", action="store_true", help="run the teacher in bf16 (both arms)")
+    parser.add_argument("--doc", help="markdown file to write the table into (between the srd-study markers)")
+    parser.add_argument("train_args", nargs="*", help="after --: flags for every training run (both arms)")
+    args = parser.parse_args(argv)
+    for p in (args.teacher, args.student, args.data_dir):
+        if not Path(p).exists():
+            raise InputError(f"{p} does not exist")
+    stages = args.num_stages - 1
+    if args.stage_epochs is None:
+        if args.epochs % stages:
+            raise InputError(f"--epochs {args.epochs} does not split into {stages} equal stages; give a multiple of "
+                             f"{stages} or --stage-epochs")
+        args.stage_epochs = args.epochs // stages
+    if len(args.temperatures) != stages:
+        raise InputError(f"--temperatures has {len(args.temperatures)} values; {args.num_stages - 1} stages are "
+                         f"trained with --num-stages {args.num_stages}")
+    from tools.srd_run import run_stats  # noqa: E402  (imports the training stack; after the input checks)
+
+    out = Path(args.out).resolve()
+    py = sys.executable
+    gen = ["--no-do-sample", "--max-new-tokens", str(args.max_new_tokens), "--eval-batch-size", "100"]
+    common = ["--data-dir", args.data_dir, "--max-new-tokens", str(args.max_new_tokens), *args.train_args]
+
+    teacher = ["--teacher-model-path", args.teacher] + (["--teacher-model-bf16"] if args.teacher_bf16 else [])
+    student = args.student
+    if args.warm_epochs > 0:
+        warm = out / "warm"
+        timed([py, "train_sft.py", "--model-path", args.student, *common, "--epochs", str(args.warm_epochs),
+               "--no-eval-gen", "--seed", "0", "--save", str(warm / "train")],
+              warm / "train.log", warm / "train" / "best", warm / "wall.json")
+        student = str(warm / "train" / "best")
+
+    def evaluate(model: Path, save: Path) -> float:
+        if not (save / "summary.json").exists():
+            run([py, "evaluate.py", "--model-path", str(model), "--data-dir", args.data_dir, "--eval-name", "valid",
+                 "--seeds", "10", "--save", str(save), *gen], save.parent / (save.name + ".log"))
+        return json.loads((save / "summary.json").read_text())["sets"]["valid"]["rougeL_mean"]
+
+    rows, reflection_s = [], None
+    for seed in args.seeds:
+        plain = out / args.type / str(seed)
+        plain_wall = timed([py, "train_distill.py", "--model-path", student, *teacher,
+                            "--type", args.type, "--temperature-kld", str(args.baseline_temperature), *common,
+                            "--epochs", str(args.epochs), "--eval-gen", "--seed", str(seed),
+                            "--save", str(plain / "train")],
+                           plain / "train.log", plain / "train" / "best", plain / "wall.json")
+        srd_save = out / f"srd-{args.type}-e{args.stage_epochs}" / str(seed)  # variants share the plain arm
+        timed([py, "tools/srd_run.py", "--model-path", student, *teacher,
+               "--type", args.type, *common, "--num-stages", str(args.num_stages),
+               "--temperatures", *map(str, args.temperatures), "--epochs", str(args.stage_epochs),
+               "--srd-dir", str(out / "srd_data"), "--baseline-dir", str(plain / "train"), "--seed", str(seed),
+               "--save", str(srd_save / "train")],
+              srd_save / "train.log", srd_save / "train" / "srd_report.json", srd_save / "wall.json")
+        report = json.loads((srd_save / "train" / "srd_report.json").read_text())
+        if report["reflection_wall_seconds"]:
+            reflection_s = report["reflection_wall_seconds"]
+        b = run_stats(plain / "train")
+        rows.append({"seed": seed,
+                     "plain_rougeL": evaluate(plain / "train" / "best", plain / "eval"),
+                     "srd_rougeL": evaluate(srd_save / "train" / "best", srd_save / "eval"),
+                     "plain_train_s": b["train_seconds"], "srd_train_s": report["total"]["train_seconds"],
+                     "plain_wall_s": plain_wall,
+                     "srd_wall_s": sum(s["wall_seconds"] or 0.0 for s in report["stages"]),
+                     "tokens_ratio": report["total"]["tokens"] / b["tokens"]})
+    teacher_rouge = evaluate(Path(args.teacher), out / "teacher" / "eval")
+    setup = (f"Teacher `{args.teacher}`; students from `{args.student}`"
+             + (f" after {args.warm_epochs} epoch(s) of SFT (the same warm start for both arms)"
+                if args.warm_epochs else "")
+             + f". Plain: `--type {args.type}`, tau {args.baseline_temperature:g}, {args.epochs} epochs on all "
+             f"examples. SRD: {args.num_stages} parts, {args.num_stages - 1} cumulative stages at tau "
+             f"{' -> '.join(f'{t:g}' for t in args.temperatures)}, {args.stage_epochs} epochs each. Flags for every "
+             f"run: `{' '.join(args.train_args)}`. Rouge-L: greedy, validation split. Train s: the trainer's own "
+             f"training seconds (no start-up, evaluation or saving); wall s: whole processes, SRD stages summed, "
+             f"reflection excluded (below).")
+    table = render(rows, setup, teacher_rouge, reflection_s)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps({"rows": rows, "teacher_rougeL": teacher_rouge,
+                                                 "reflection_wall_seconds": reflection_s, "setup": setup}, indent=2))
+    (out / "report.md").write_text(table)
+    if args.doc:
+        write_doc(Path(args.doc), table, f"{args.type}-e{args.stage_epochs}")
+    print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
