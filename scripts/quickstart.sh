@@ -53,8 +53,23 @@ stage kd-fkl "$QS_DIR/kd-fkl/best"  env "${KD_ENV[@]}" SAVE_PATH="$QS_DIR/kd-fkl
 stage kd-fkl-selective "$QS_DIR/kd-fkl-selective/best"  env "${KD_ENV[@]}" SAVE_PATH="$QS_DIR/kd-fkl-selective" \
     bash scripts/${FAMILY}/kd/kd_base.sh "${COMMON[@]}" --epochs "$STUDENT_EPOCHS" --type fkl --kd-ratio 0.5 \
     --teacher-model-bf16 --token-ratio 0.5 --token-score student_entropy
+# SRD ranks examples by how the initial student does on them, which says nothing for a random model (every answer
+# scores Rouge-L 0), so these two rows start from the SFT student above (standing in for a pretrained student) and
+# distil KD_EPOCHS more epochs: plain tfkl on all examples, and SRD splitting the same epochs into its 3 stages
+# (25/50/75 % of the data, easy -> hard, tau 1 -> 1.5 -> 2). SRD's time includes its reflection. See docs/srd.md.
+KD_EPOCHS=${KD_EPOCHS:-3}
+SRD_STAGE_EPOCHS=$(( KD_EPOCHS / 3 > 0 ? KD_EPOCHS / 3 : 1 ))
+FROM_SFT_ENV=(CKPT="$QS_DIR/sft-student/best" TEACHER_CKPT="$QS_DIR/sft-teacher/best" DATA_DIR="$DATA" DS_CONFIG="$DS"
+              GPUS_PER_NODE=1)
+stage kd-tfkl "$QS_DIR/kd-tfkl/best"  env "${FROM_SFT_ENV[@]}" SAVE_PATH="$QS_DIR/kd-tfkl" \
+    bash scripts/${FAMILY}/kd/kd_base.sh "${COMMON[@]}" --epochs "$KD_EPOCHS" --type tfkl --kd-ratio 0.5 \
+    --teacher-model-bf16
+stage srd-tfkl "$QS_DIR/srd-tfkl/best"  env "${FROM_SFT_ENV[@]}" SAVE_PATH="$QS_DIR/srd-tfkl" \
+    SRD_DIR="$QS_DIR/srd-data" BASELINE_DIR="$QS_DIR/kd-tfkl" \
+    bash scripts/${FAMILY}/srd/train_0.1B_1.5B.sh "${COMMON[@]}" --epochs "$SRD_STAGE_EPOCHS" --type tfkl \
+    --kd-ratio 0.5 --teacher-model-bf16
 
-for run in sft-teacher sft-student kd-fkl kd-fkl-selective; do
+for run in sft-teacher sft-student kd-fkl kd-fkl-selective kd-tfkl srd-tfkl; do
     stage "eval-$run" "$QS_DIR/eval/$run/summary.json"  env CKPT="$QS_DIR/$run/best" SAVE_PATH="$QS_DIR/eval/$run" \
         DATA_ROOT=processed_data EVAL_SETS=synth SEEDS=10 GPUS_PER_NODE=1 \
         bash scripts/${FAMILY}/eval/run_eval.sh "${EVAL[@]}"

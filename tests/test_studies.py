@@ -13,14 +13,14 @@ from tests.conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "tools"))
 
 
-def test_srd_study_table_goes_between_its_own_markers(tmp_path: Path) -> None:
-    from srd_study import write_doc
+def test_study_table_goes_between_its_own_markers(tmp_path: Path) -> None:
+    from study_common import write_doc
 
     doc = tmp_path / "results.md"
     doc.write_text("# Results\n\nProse stays.\n")
-    write_doc(doc, "table A\n", "tfkl-e2")
-    write_doc(doc, "table B\n", "tfkl-e3")
-    write_doc(doc, "table A2\n", "tfkl-e2")  # a rerun replaces its own block only
+    write_doc(doc, "table A\n", "srd-study tfkl-e2")
+    write_doc(doc, "table B\n", "srd-study tfkl-e3")
+    write_doc(doc, "table A2\n", "srd-study tfkl-e2")  # a rerun replaces its own block only
     text = doc.read_text()
     assert text.startswith("# Results\n\nProse stays.\n")
     assert "table A\n" not in text and text.count("table A2\n") == 1 and text.count("table B\n") == 1

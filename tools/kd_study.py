@@ -1,7 +1,8 @@
 """SFT vs every KD kind on one teacher/student pair, over seeds: Rouge-L and validation divergence to the teacher.
 
 For each seed it trains the SFT student, one student per ``--kinds`` entry (train_distill.py, same steps and
-hyper-parameters) and, with ``--pure-kd``, an fkl student with ``--kd-ratio 1`` (no ground-truth loss); then scores
+hyper-parameters) and, for each ``--pure-kinds`` entry, a student with ``--kd-ratio 1`` (no ground-truth loss: it
+minimises that divergence alone, whatever its scale next to the cross-entropy); then scores
 each by greedy Rouge-L on the validation split, by its divergence to the teacher in every direction and by
 Rouge-L per task category; the teacher's token calibration and the untrained student's score go beside them. Runs
 whose outputs exist are skipped, so an interrupted study resumes. Writes ``<out>/report.md`` and
@@ -9,7 +10,7 @@ whose outputs exist are skipped, so an interrupted study resumes. Writes ``<out>
 
     python tools/kd_study.py --teacher results/quickstart/sft-teacher/best \
         --student checkpoints/tiny-gpt2-student --data-dir processed_data/synth/full/gpt2 --out results/kd_study \
-        --seeds 1 2 3 --kinds fkl rkl jsd tvd sfkl srkl tfkl --pure-kd --epochs 5 --teacher-bf16 --jobs 2 -- \
+        --seeds 1 2 3 --kinds fkl rkl jsd tvd sfkl srkl tfkl --pure-kinds fkl rkl jsd --epochs 5 --teacher-bf16 --jobs 2 -- \
         --batch-size 32 --lr 1e-3 --warmup-iters 20 --max-length 256 --eval-batch-size 100 \
         --deepspeed-config configs/deepspeed/ds_config_zero0_fp32.json
 """
@@ -19,39 +20,21 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 from distill.config import InputError, exit_on_input_error  # noqa: E402
+from study_common import mean_std, run, write_doc  # noqa: E402
 
 DEFAULT_KINDS = ["fkl", "rkl", "jsd", "tvd", "sfkl", "srkl"]
 # The divergence each kind minimises, measured at tau = 1 for the "closer to the teacher than SFT" check.
 OWN_DIRECTION = {"fkl": "fkl", "kd": "fkl", "tfkl": "fkl", "rkl": "rkl", "trkl": "rkl", "jsd": "jsd", "tjsd": "jsd",
                  "tvd": "tvd", "ttvd": "tvd", "ttvdf": "tvd", "sfkl": "sfkl", "tsfkl": "sfkl", "srkl": "srkl",
                  "tsrkl": "srkl"}
-
-
-def run(cmd: list[str], log: Path, threads: int | None = None) -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print("+", " ".join(cmd), flush=True)
-    env = dict(os.environ)
-    # Several runs share the cores: pin each to its share and do not let idle OpenMP threads spin on the others'.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    with open(log, "w") as f:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"error: a run failed (exit {proc.returncode}); see {log}")
-
-
-def mean_std(xs: list[float]) -> str:
-    return f"{statistics.fmean(xs):.2f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.2f}"
 
 
 def category_rouge(eval_dirs: list[Path]) -> dict[str, float]:
@@ -78,11 +61,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--kd-ratio", type=float, default=0.5)
     parser.add_argument("--temperature-kld", type=float, default=2.0, help="tau of the t* kinds")
-    parser.add_argument("--pure-kd", action="store_true", help="also train fkl students with --kd-ratio 1")
+    parser.add_argument("--pure-kinds", nargs="*", default=[], help="also train students of these kinds with "
+                                                                    "--kd-ratio 1 (runs named <kind>-pure)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--teacher-bf16", action="store_true", help="run the teacher in bf16 in the KD runs")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at once; each gets cores/jobs threads (tiny models use 2 threads poorly)")
+    parser.add_argument("--doc", help="markdown file to write the report into (between <!-- kd-study --> markers)")
     parser.add_argument("train_args", nargs="*", help="after --: flags for every training run")
     args = parser.parse_args(argv)
     for p in (args.teacher, args.student, args.data_dir):
@@ -100,10 +85,13 @@ def main(argv: list[str] | None = None) -> dict:
     for kind in args.kinds:
         runs[kind] = [py, "train_distill.py", "--model-path", args.student, *teacher_flags,
                       "--type", kind, "--kd-ratio", str(args.kd_ratio), "--temperature-kld", str(args.temperature_kld)]
-    if args.pure_kd:
-        runs["fkl-pure"] = [py, "train_distill.py", "--model-path", args.student, *teacher_flags,
-                            "--type", "fkl", "--kd-ratio", "1.0"]
-    directions = sorted({OWN_DIRECTION[k] for k in args.kinds} | {"fkl"})
+    for kind in args.pure_kinds:
+        runs[f"{kind}-pure"] = [py, "train_distill.py", "--model-path", args.student, *teacher_flags,
+                                "--type", kind, "--kd-ratio", "1.0", "--temperature-kld", str(args.temperature_kld)]
+    bad = [k for k in [*args.kinds, *args.pure_kinds] if k not in OWN_DIRECTION]
+    if bad:
+        raise InputError(f"--kinds/--pure-kinds: unknown {bad}; valid: {', '.join(OWN_DIRECTION)}")
+    directions = sorted({OWN_DIRECTION[k] for k in [*args.kinds, *args.pure_kinds]} | {"fkl"})
     gen = ["--eval-name", "valid", "--seeds", "10", "--no-do-sample", "--max-new-tokens", str(args.max_new_tokens),
            "--eval-batch-size", "100"]
 
@@ -153,14 +141,14 @@ def main(argv: list[str] | None = None) -> dict:
              f"response tokens: top-1 accuracy {cal['accuracy']:.3f}, mean top-1 probability {cal['confidence']:.3f},"
              f" ECE {cal['ece']:.3f}, entropy {cal['entropy']:.2f} nats, NLL {cal['nll']:.3f}. "
              f"Students from `{args.student}` (untrained: Rouge-L {untrained_rouge:.2f}), {args.epochs} epochs, seeds "
-             f"{args.seeds}, kd-ratio {args.kd_ratio} (fkl-pure: 1.0, no ground-truth loss), "
+             f"{args.seeds}, kd-ratio {args.kd_ratio} (`<kind>-pure`: 1.0, no ground-truth loss), "
              f"tau {args.temperature_kld} for t* kinds. Flags for every run: `{' '.join(args.train_args)}`.", "",
              "| student | Rouge-L (mean ± std) | own-direction divergence to teacher | SFT student's, same direction |"
              " closer than SFT (seeds) |", "|---|---:|---:|---:|---:|"]
     sft = results["sft"]
     for name, per_seed in results.items():
         rouge = mean_std([r["rougeL"] for r in per_seed.values()])
-        direction = "fkl" if name in ("sft", "fkl-pure") else OWN_DIRECTION[name]
+        direction = "fkl" if name == "sft" else OWN_DIRECTION[name.removesuffix("-pure")]
         own = [r["divergence"][direction] for r in per_seed.values()]
         ref = [sft[s]["divergence"][direction] for s in per_seed]
         closer = sum(o < r for o, r in zip(own, ref))
@@ -177,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
         lines.append(f"| {c} | " + " | ".join(f"{cats[n].get(c, float('nan')):.1f}" for n in names) + " |")
     report = "\n".join(lines) + "\n"
     (out / "report.md").write_text(report)
+    if args.doc:
+        write_doc(Path(args.doc), report, "kd-study")
     (out / "report.json").write_text(json.dumps({"teacher_rougeL": teacher_rouge, "untrained_rougeL": untrained_rouge,
                                                  "teacher_calibration": cal, "runs": results, "categories": cats},
                                                 indent=2))

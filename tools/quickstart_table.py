@@ -15,8 +15,8 @@ ROWS = [  # (run directory, label) in display order; absent runs are left out
     ("sft-student", "student SFT"),
     ("kd-fkl", "student KD (fkl)"),
     ("kd-fkl-selective", "student KD (fkl, top-50% tokens)"),
-    ("kd-tfkl", "student KD (tfkl)"),
-    ("srd-tfkl", "student SRD + tfkl"),
+    ("kd-tfkl", "student SFT, then KD (tfkl)"),
+    ("srd-tfkl", "student SFT, then SRD + tfkl"),
 ]
 
 

@@ -26,33 +26,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 from distill.config import InputError, exit_on_input_error  # noqa: E402
+from study_common import mean_std, run, write_doc  # noqa: E402
 
-
-
-def run(cmd: list[str], log: Path) -> float:
-    """Run ``cmd`` from the repo root with its output in ``log``; returns its wall seconds."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print("+", " ".join(cmd), flush=True)
-    env = dict(os.environ)
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    t0 = time.time()
-    with open(log, "w") as f:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"error: a run failed (exit {proc.returncode}); see {log}")
-    return time.time() - t0
 
 
 def timed(cmd: list[str], log: Path, done: Path, stamp: Path) -> float:
@@ -61,11 +45,6 @@ def timed(cmd: list[str], log: Path, done: Path, stamp: Path) -> float:
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps({"wall_seconds": run(cmd, log)}))
     return json.loads(stamp.read_text())["wall_seconds"] if stamp.exists() else float("nan")
-
-
-def fmean_std(xs: list[float], spec: str = ".2f") -> str:
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{format(statistics.fmean(xs), spec)} ± {format(sd, spec)}"
 
 
 def render(rows: list[dict[str, Any]], setup: str, teacher_rouge: float, reflection_s: Optional[float]) -> str:
@@ -83,8 +62,8 @@ def render(rows: list[dict[str, Any]], setup: str, teacher_rouge: float, reflect
     d = m["srd_rougeL"] - m["plain_rougeL"]
     train_ratio = m["srd_train_s"] / m["plain_train_s"]
     wall_ratio = m["srd_wall_s"] / m["plain_wall_s"]
-    lines.append(f"| mean | {fmean_std([r['plain_rougeL'] for r in rows])} | "
-                 f"{fmean_std([r['srd_rougeL'] for r in rows])} | {d:+.2f} | {m['plain_train_s']:.1f} | "
+    lines.append(f"| mean | {mean_std([r['plain_rougeL'] for r in rows])} | "
+                 f"{mean_std([r['srd_rougeL'] for r in rows])} | {d:+.2f} | {m['plain_train_s']:.1f} | "
                  f"{m['srd_train_s']:.1f} | {train_ratio:.2f} | {m['plain_wall_s']:.1f} | {m['srd_wall_s']:.1f} | "
                  f"{wall_ratio:.2f} | {m['tokens_ratio']:.2f} |")
     lines += ["", f"Teacher Rouge-L {teacher_rouge:.2f}. Ratios of means are SRD / plain."]
@@ -100,19 +79,6 @@ def render(rows: list[dict[str, Any]], setup: str, teacher_rouge: float, reflect
     return "\n".join(lines) + "\n"
 
 
-def write_doc(doc: Path, table: str, key: str) -> None:
-    """Put ``table`` between ``<!-- srd-study KEY -->`` and ``<!-- /srd-study KEY -->`` in ``doc`` (replacing what
-    was there; appended if the markers are absent), so each variant of the study keeps its own block."""
-    begin, end = f"<!-- srd-study {key} -->", f"<!-- /srd-study {key} -->"
-    text = doc.read_text() if doc.exists() else ""
-    block = f"{begin}\n{table}{end}"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = (text.rstrip() + "\n\n" if text else "") + block + "\n"
-    doc.write_text(text)
-
-
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,10 +91,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--epochs", type=int, default=6, help="the plain run's epochs")
     parser.add_argument("--stage-epochs", type=int, help="epochs of each SRD stage (default: --epochs / stages)")
     parser.add_argument("--warm-epochs", type=int, default=1, help="SFT epochs before both arms (0: none)")
-    parser.add_argument("--baseline-temperature", type=float, default=2.0, help="the plain run's --temperature-kld")
+    parser.add_argument("--baseline-temperature", type=float, default=1.0,
+                        help="the plain run's --temperature-kld (1.0: the KD scripts' default)")
     parser.add_argument("--num-stages", type=int, default=4)
     parser.add_argument("--temperatures", nargs="+", type=float, default=[1.0, 1.5, 2.0])
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--kd-ratio", type=float, default=0.5, help="both arms' --kd-ratio")
     parser.add_argument("--teacher-bf16", action="store_true", help="run the teacher in bf16 (both arms)")
     parser.add_argument("--doc", help="markdown file to write the table into (between the srd-study markers)")
     parser.add_argument("train_args", nargs="*", help="after --: flags for every training run (both arms)")
@@ -152,7 +120,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     gen = ["--no-do-sample", "--max-new-tokens", str(args.max_new_tokens), "--eval-batch-size", "100"]
     common = ["--data-dir", args.data_dir, "--max-new-tokens", str(args.max_new_tokens), *args.train_args]
 
-    teacher = ["--teacher-model-path", args.teacher] + (["--teacher-model-bf16"] if args.teacher_bf16 else [])
+    teacher = ["--teacher-model-path", args.teacher, "--kd-ratio", str(args.kd_ratio)] \
+        + (["--teacher-model-bf16"] if args.teacher_bf16 else [])
     student = args.student
     if args.warm_epochs > 0:
         warm = out / "warm"
@@ -197,7 +166,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     setup = (f"Teacher `{args.teacher}`; students from `{args.student}`"
              + (f" after {args.warm_epochs} epoch(s) of SFT (the same warm start for both arms)"
                 if args.warm_epochs else "")
-             + f". Plain: `--type {args.type}`, tau {args.baseline_temperature:g}, {args.epochs} epochs on all "
+             + f". Both arms: kd-ratio {args.kd_ratio:g}. Plain: `--type {args.type}`, tau {args.baseline_temperature:g}, {args.epochs} epochs on all "
              f"examples. SRD: {args.num_stages} parts, {args.num_stages - 1} cumulative stages at tau "
              f"{' -> '.join(f'{t:g}' for t in args.temperatures)}, {args.stage_epochs} epochs each. Flags for every "
              f"run: `{' '.join(args.train_args)}`. Rouge-L: greedy, validation split. Train s: the trainer's own "
@@ -209,7 +178,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                                                  "reflection_wall_seconds": reflection_s, "setup": setup}, indent=2))
     (out / "report.md").write_text(table)
     if args.doc:
-        write_doc(Path(args.doc), table, f"{args.type}-e{args.stage_epochs}")
+        write_doc(Path(args.doc), table, f"srd-study {args.type}-e{args.stage_epochs}")
     print(table)
     return rows
 

@@ -1,0 +1,46 @@
+"""What the study scripts (tools/kd_study.py, tools/srd_study.py) share: running a logged step and writing their
+tables into a markdown document."""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(cmd: list[str], log: Path, threads: int | None = None) -> float:
+    """Run ``cmd`` from the repo root with its output in ``log``; returns its wall seconds, exits on failure."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print("+", " ".join(cmd), flush=True)
+    env = dict(os.environ)
+    # Runs may share the cores: do not let idle OpenMP threads spin on the others'; pin each to its share.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    t0 = time.time()
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: a run failed (exit {proc.returncode}); see {log}")
+    return time.time() - t0
+
+
+def mean_std(xs: list[float], spec: str = ".2f") -> str:
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{format(statistics.fmean(xs), spec)} ± {format(sd, spec)}"
+
+
+def write_doc(doc: Path, table: str, key: str) -> None:
+    """Put ``table`` between ``<!-- KEY -->`` and ``<!-- /KEY -->`` in ``doc``, replacing what was there (appended
+    with the markers if they are absent), so prose around the table survives a rerun and each study keeps its block."""
+    begin, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    text = doc.read_text() if doc.exists() else ""
+    block = f"{begin}\n{table}{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = (text.rstrip() + "\n\n" if text else "") + block + "\n"
+    doc.write_text(text)
