@@ -63,7 +63,7 @@ FROM_SFT_ENV=(CKPT="$QS_DIR/sft-student/best" TEACHER_CKPT="$QS_DIR/sft-teacher/
               GPUS_PER_NODE=1)
 stage kd-tfkl "$QS_DIR/kd-tfkl/best"  env "${FROM_SFT_ENV[@]}" SAVE_PATH="$QS_DIR/kd-tfkl" \
     bash scripts/${FAMILY}/kd/kd_base.sh "${COMMON[@]}" --epochs "$KD_EPOCHS" --type tfkl --kd-ratio 0.5 \
-    --teacher-model-bf16
+    --teacher-model-bf16 --eval-gen  # its validation Rouge-L is the baseline in SRD's report
 stage srd-tfkl "$QS_DIR/srd-tfkl/best"  env "${FROM_SFT_ENV[@]}" SAVE_PATH="$QS_DIR/srd-tfkl" \
     SRD_DIR="$QS_DIR/srd-data" BASELINE_DIR="$QS_DIR/kd-tfkl" \
     bash scripts/${FAMILY}/srd/train_0.1B_1.5B.sh "${COMMON[@]}" --epochs "$SRD_STAGE_EPOCHS" --type tfkl \

@@ -36,12 +36,13 @@ def read_rows(qs: Path) -> list[dict]:
         (set_name, scores), = list(s["sets"].items())[:1]
         args = json.loads((qs / run / "args.json").read_text()) if (qs / run / "args.json").exists() else {}
         params = None
-        log = qs / run / "log.txt"
-        if log.exists():
-            for line in log.read_text().splitlines():
-                if "parameters:" in line:
-                    params = int(line.split("parameters:")[1].split()[0].replace(",", ""))
-                    break
+        # A staged run (SRD) logs into its stages' directories.
+        for log in (qs / run / "log.txt", qs / run / "stage_0" / "log.txt"):
+            if params is None and log.exists():
+                for line in log.read_text().splitlines():
+                    if "parameters:" in line:
+                        params = int(line.split("parameters:")[1].split()[0].replace(",", ""))
+                        break
         rows.append({"run": run, "model": label, "params": params, "set": set_name,
                      "rougeL": scores["rougeL_mean"], "exact_match": scores["exact_match_mean"],
                      "examples": scores["num_examples"], "train_seconds": times.get(run),

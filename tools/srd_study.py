@@ -15,8 +15,9 @@ first training the student N epochs of SFT and giving both arms that checkpoint.
 
 Runs are sequential (one at a time, so the two arms of a seed are timed under the same conditions) and skipped when
 their outputs exist, so an interrupted study resumes. Writes ``<out>/report.json``, ``<out>/report.md`` and, with
-``--doc``, the same table into that markdown file between the markers ``<!-- srd-study TYPE-eN -->`` and
-``<!-- /srd-study TYPE-eN -->`` (N: the epochs per stage).
+``--doc``, the same table into that markdown file between the markers ``<!-- srd-study VARIANT -->`` and
+``<!-- /srd-study VARIANT -->`` (VARIANT: ``TYPE-eN`` with N the epochs per stage, ``-tT0-T1-T2`` added for a
+temperature schedule other than the default).
 
     python tools/srd_study.py --teacher results/quickstart/sft-teacher/best \
         --student checkpoints/tiny-gpt2-student --data-dir processed_data/synth/full/gpt2 --out results/srd_study \
@@ -79,6 +80,9 @@ def render(rows: list[dict[str, Any]], setup: str, teacher_rouge: float, reflect
     return "\n".join(lines) + "\n"
 
 
+DEFAULT_TEMPERATURES = [1.0, 1.5, 2.0]
+
+
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--baseline-temperature", type=float, default=1.0,
                         help="the plain run's --temperature-kld (1.0: the KD scripts' default)")
     parser.add_argument("--num-stages", type=int, default=4)
-    parser.add_argument("--temperatures", nargs="+", type=float, default=[1.0, 1.5, 2.0])
+    parser.add_argument("--temperatures", nargs="+", type=float, default=DEFAULT_TEMPERATURES)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--kd-ratio", type=float, default=0.5, help="both arms' --kd-ratio")
     parser.add_argument("--teacher-bf16", action="store_true", help="run the teacher in bf16 (both arms)")
@@ -136,6 +140,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                  "--seeds", "10", "--save", str(save), *gen], save.parent / (save.name + ".log"))
         return json.loads((save / "summary.json").read_text())["sets"]["valid"]["rougeL_mean"]
 
+    # Another stage length or temperature schedule is another SRD arm, beside the same plain runs.
+    variant = f"{args.type}-e{args.stage_epochs}" + ("" if args.temperatures == DEFAULT_TEMPERATURES else
+                                                     "-t" + "-".join(f"{t:g}" for t in args.temperatures))
     rows, reflection_s = [], None
     for seed in args.seeds:
         plain = out / args.type / str(seed)
@@ -144,7 +151,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                             "--epochs", str(args.epochs), "--eval-gen", "--seed", str(seed),
                             "--save", str(plain / "train")],
                            plain / "train.log", plain / "train" / "best", plain / "wall.json")
-        srd_save = out / f"srd-{args.type}-e{args.stage_epochs}" / str(seed)  # variants share the plain arm
+        srd_save = out / f"srd-{variant}" / str(seed)  # variants share the plain arm
         timed([py, "tools/srd_run.py", "--model-path", student, *teacher,
                "--type", args.type, *common, "--num-stages", str(args.num_stages),
                "--temperatures", *map(str, args.temperatures), "--epochs", str(args.stage_epochs),
@@ -178,7 +185,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                                                  "reflection_wall_seconds": reflection_s, "setup": setup}, indent=2))
     (out / "report.md").write_text(table)
     if args.doc:
-        write_doc(Path(args.doc), table, f"srd-study {args.type}-e{args.stage_epochs}")
+        write_doc(Path(args.doc), table, f"srd-study {variant}")
     print(table)
     return rows
 
