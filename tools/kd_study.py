@@ -10,7 +10,8 @@ whose outputs exist are skipped, so an interrupted study resumes. Writes ``<out>
 
     python tools/kd_study.py --teacher results/quickstart/sft-teacher/best \
         --student checkpoints/tiny-gpt2-student --data-dir processed_data/synth/full/gpt2 --out results/kd_study \
-        --seeds 1 2 3 --kinds fkl rkl jsd tvd sfkl srkl tfkl --pure-kinds fkl rkl jsd --epochs 5 --teacher-bf16 --jobs 2 -- \
+        --seeds 1 2 3 --kinds fkl rkl jsd tvd sfkl srkl tfkl --pure-kinds fkl rkl jsd --epochs 5 --teacher-bf16 --jobs 2 \
+        --doc docs/kd_results.md -- \
         --batch-size 32 --lr 1e-3 --warmup-iters 20 --max-length 256 --eval-batch-size 100 \
         --deepspeed-config configs/deepspeed/ds_config_zero0_fp32.json
 """
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 from distill.config import InputError, exit_on_input_error  # noqa: E402
-from study_common import mean_std, run, write_doc  # noqa: E402
+from study_common import add_shared_args, check_paths, mean_std, run, write_doc  # noqa: E402
 
 DEFAULT_KINDS = ["fkl", "rkl", "jsd", "tvd", "sfkl", "srkl"]
 # The divergence each kind minimises, measured at tau = 1 for the "closer to the teacher than SFT" check.
@@ -63,16 +64,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--temperature-kld", type=float, default=2.0, help="tau of the t* kinds")
     parser.add_argument("--pure-kinds", nargs="*", default=[], help="also train students of these kinds with "
                                                                     "--kd-ratio 1 (runs named <kind>-pure)")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--teacher-bf16", action="store_true", help="run the teacher in bf16 in the KD runs")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at once; each gets cores/jobs threads (tiny models use 2 threads poorly)")
-    parser.add_argument("--doc", help="markdown file to write the report into (between <!-- kd-study --> markers)")
-    parser.add_argument("train_args", nargs="*", help="after --: flags for every training run")
+    add_shared_args(parser, "<!-- kd-study -->")
     args = parser.parse_args(argv)
-    for p in (args.teacher, args.student, args.data_dir):
-        if not Path(p).exists():
-            raise InputError(f"{p} does not exist")
+    check_paths(args.teacher, args.student, args.data_dir)
     if args.jobs < 1:
         raise InputError(f"--jobs {args.jobs}: must be at least 1")
     out = Path(args.out)

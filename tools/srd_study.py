@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 from distill.config import InputError, exit_on_input_error  # noqa: E402
-from study_common import mean_std, run, write_doc  # noqa: E402
+from study_common import add_shared_args, check_paths, mean_std, run, write_doc  # noqa: E402
 
 
 
@@ -99,15 +99,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         help="the plain run's --temperature-kld (1.0: the KD scripts' default)")
     parser.add_argument("--num-stages", type=int, default=4)
     parser.add_argument("--temperatures", nargs="+", type=float, default=DEFAULT_TEMPERATURES)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--kd-ratio", type=float, default=0.5, help="both arms' --kd-ratio")
-    parser.add_argument("--teacher-bf16", action="store_true", help="run the teacher in bf16 (both arms)")
-    parser.add_argument("--doc", help="markdown file to write the table into (between the srd-study markers)")
-    parser.add_argument("train_args", nargs="*", help="after --: flags for every training run (both arms)")
+    add_shared_args(parser, "the srd-study")
     args = parser.parse_args(argv)
-    for p in (args.teacher, args.student, args.data_dir):
-        if not Path(p).exists():
-            raise InputError(f"{p} does not exist")
+    check_paths(args.teacher, args.student, args.data_dir)
     stages = args.num_stages - 1
     if args.stage_epochs is None:
         if args.epochs % stages:

@@ -2,6 +2,7 @@
 tables into a markdown document."""
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
@@ -44,3 +45,20 @@ def write_doc(doc: Path, table: str, key: str) -> None:
     else:
         text = (text.rstrip() + "\n\n" if text else "") + block + "\n"
     doc.write_text(text)
+
+
+def add_shared_args(parser: argparse.ArgumentParser, doc_markers: str) -> None:
+    """The flags every study takes after its own: generation length, bf16 teacher, the document, training flags."""
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--teacher-bf16", action="store_true", help="run the teacher in bf16 in the KD runs")
+    parser.add_argument("--doc", help=f"markdown file to write the report into (between {doc_markers} markers)")
+    parser.add_argument("train_args", nargs="*", help="after --: flags for every training run")
+
+
+def check_paths(*paths: str) -> None:
+    """Stop with one line, before any run, when an input does not exist."""
+    from distill.config import InputError
+
+    for p in paths:
+        if not Path(p).exists():
+            raise InputError(f"{p} does not exist")
