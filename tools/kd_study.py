@@ -4,7 +4,7 @@ For each seed it trains the SFT student, one student per ``--kinds`` entry (trai
 hyper-parameters) and, for each ``--pure-kinds`` entry, a student with ``--kd-ratio 1`` (no ground-truth loss: it
 minimises that divergence alone, whatever its scale next to the cross-entropy); then scores
 each by greedy Rouge-L on the validation split, by its divergence to the teacher in every direction and by
-Rouge-L per task category; the teacher's token calibration and the untrained student's score go beside them. Runs
+Rouge-L per task category; the teacher's token calibration and the initial student's score go beside them. Runs
 whose outputs exist are skipped, so an interrupted study resumes. Writes ``<out>/report.md`` and
 ``<out>/report.json``. The study of docs/kd_results.md:
 
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                                     "--kd-ratio 1 (runs named <kind>-pure)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at once; each gets cores/jobs threads (tiny models use 2 threads poorly)")
-    add_shared_args(parser, "<!-- kd-study -->")
+    parser.add_argument("--doc-key", default="kd-study", help="--doc markers: <!-- KEY --> ... <!-- /KEY -->")
+    add_shared_args(parser, "<!-- kd-study --> (--doc-key)")
     args = parser.parse_args(argv)
     check_paths(args.teacher, args.student, args.data_dir)
     if args.jobs < 1:
@@ -105,8 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
                  "--out", str(d / "divergence.json")], d / "divergence.log", threads)
 
     def reference_evals() -> None:
-        """The teacher's and the untrained student's scores, and the teacher's calibration, once."""
-        for name, model in (("teacher", args.teacher), ("untrained", args.student)):
+        """The teacher's and the initial student's scores, and the teacher's calibration, once."""
+        for name, model in (("teacher", args.teacher), ("initial", args.student)):
             if not (out / name / "eval" / "summary.json").exists():
                 run([py, "evaluate.py", "--model-path", model, "--data-dir", args.data_dir,
                      "--save", str(out / name / "eval"), *gen], out / name / "eval.log", threads)
@@ -131,12 +132,12 @@ def main(argv: list[str] | None = None) -> dict:
     def rouge_of(name: str) -> float:
         return json.loads((out / name / "eval" / "summary.json").read_text())["sets"]["valid"]["rougeL_mean"]
 
-    teacher_rouge, untrained_rouge = rouge_of("teacher"), rouge_of("untrained")
+    teacher_rouge, initial_rouge = rouge_of("teacher"), rouge_of("initial")
     cal = json.loads((out / "teacher" / "calibration.json").read_text())["calibration"]["student"]
     lines = [f"Teacher `{args.teacher}`: Rouge-L {teacher_rouge:.2f} (greedy, validation split); on the validation "
              f"response tokens: top-1 accuracy {cal['accuracy']:.3f}, mean top-1 probability {cal['confidence']:.3f},"
              f" ECE {cal['ece']:.3f}, entropy {cal['entropy']:.2f} nats, NLL {cal['nll']:.3f}. "
-             f"Students from `{args.student}` (untrained: Rouge-L {untrained_rouge:.2f}), {args.epochs} epochs, seeds "
+             f"Students from `{args.student}` (before training: Rouge-L {initial_rouge:.2f}), {args.epochs} epochs, seeds "
              f"{args.seeds}, kd-ratio {args.kd_ratio} (`<kind>-pure`: 1.0, no ground-truth loss), "
              f"tau {args.temperature_kld} for t* kinds. Flags for every run: `{' '.join(args.train_args)}`.", "",
              "| student | Rouge-L (mean ± std) | own-direction divergence to teacher | SFT student's, same direction |"
@@ -150,9 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
         closer = sum(o < r for o, r in zip(own, ref))
         lines.append(f"| {name} | {rouge} | {direction} {statistics.fmean(own):.4f} | {statistics.fmean(ref):.4f} | "
                      f"{'—' if name == 'sft' else f'{closer}/{len(own)}'} |")
-    lines += ["", "Rouge-L by task category (mean over seeds; teacher and untrained student: one greedy run):", ""]
+    lines += ["", "Rouge-L by task category (mean over seeds; teacher and initial student: one greedy run):", ""]
     cats = {"teacher": category_rouge([out / "teacher" / "eval"]),
-            "untrained": category_rouge([out / "untrained" / "eval"])}
+            "initial": category_rouge([out / "initial" / "eval"])}
     cats.update({name: category_rouge([out / name / str(s) / "eval" for s in per_seed])
                  for name, per_seed in results.items()})
     names = list(cats)
@@ -162,8 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = "\n".join(lines) + "\n"
     (out / "report.md").write_text(report)
     if args.doc:
-        write_doc(Path(args.doc), report, "kd-study")
-    (out / "report.json").write_text(json.dumps({"teacher_rougeL": teacher_rouge, "untrained_rougeL": untrained_rouge,
+        write_doc(Path(args.doc), report, args.doc_key)
+    (out / "report.json").write_text(json.dumps({"teacher_rougeL": teacher_rouge, "initial_rougeL": initial_rouge,
                                                  "teacher_calibration": cal, "runs": results, "categories": cats},
                                                 indent=2))
     print(report)
