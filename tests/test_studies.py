@@ -50,3 +50,15 @@ def test_kd_study_category_means(tmp_path: Path) -> None:
             "".join(json.dumps({"category": c, "rougeL": r}) + "\n" for c, r in zip(cats, scores)))
     got = category_rouge([tmp_path / "1", tmp_path / "2"])
     assert got == {"copy": pytest.approx(25.0), "story": pytest.approx(60.0)}
+
+
+def test_kd_study_refuses_unknown_kinds_before_any_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from kd_study import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--teacher", str(tmp_path), "--student", str(tmp_path), "--data-dir", str(tmp_path),
+              "--pure-kinds", "fkl", "kl2", "--out", str(tmp_path / "out")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "kl2" in err and "--pure-kinds" in err
+    assert not (tmp_path / "out").exists()

@@ -67,12 +67,13 @@ def calibration(model: torch.nn.Module, dataset: InstructionDataset, collate: LM
         mask = response_mask(batch)
         logp = torch.log_softmax(forward_logits(model, batch)[..., :vocab_size][mask].float(), -1)
         labels = batch["labels"][mask]
-        p_max, top = logp.exp().max(-1)
+        probs = logp.exp()
+        p_max, top = probs.max(-1)
         hit = (top == labels).double()
         nll -= float(logp.gather(-1, labels[:, None]).sum())
         correct += float(hit.sum())
         conf += float(p_max.sum())
-        ent -= float((logp.exp() * logp.clamp_min(-1e30)).sum())
+        ent += float(torch.special.entr(probs).sum())  # -p log p, 0 where p = 0
         b = (p_max.double() * bins).long().clamp(max=bins - 1)
         bin_n += torch.bincount(b, minlength=bins).double()
         bin_conf += torch.bincount(b, weights=p_max.double(), minlength=bins)
