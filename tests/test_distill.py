@@ -209,3 +209,34 @@ def test_calibration_matches_a_direct_computation(trained_teacher: Path, process
     assert got["confidence"] == pytest.approx(float(conf.mean()), rel=1e-4)
     assert got["entropy"] == pytest.approx(float(-(p * p.log()).sum(-1).mean()), rel=1e-4)
     assert got["ece"] == pytest.approx(ece, abs=1e-4)
+
+
+def test_gradient_scale_matches_per_position_gradients(tiny_models: dict, trained_teacher: Path,
+                                                       processed_tiny: Path) -> None:
+    """tools/eval_divergence.py --grad-scale: mean per-position gradient norm of each kind at the logits over the
+    cross-entropy's, checked against the closed forms (CE: p_s - onehot; fkl: p_s - p_t) one sequence at a time."""
+    from data_utils.datasets import InstructionDataset, LMCollator
+    from distill.models import load_model, load_tokenizer
+    from eval_divergence import gradient_scale
+
+    tok = load_tokenizer(str(trained_teacher))
+    valid = InstructionDataset(processed_tiny, "valid", num=9)
+    collate = LMCollator(tok.pad_token_id, tok.eos_token_id, 128)
+    student, teacher = load_model(str(tiny_models["gpt2"]["student"])).eval(), load_model(str(trained_teacher)).eval()
+    got = gradient_scale(student, teacher, valid, collate, ["fkl", "jsd"], len(tok), batch_size=4)
+
+    ce_norms, fkl_norms = [], []
+    for i in range(len(valid)):
+        ex = valid[i]
+        seq = torch.tensor([*ex["prompt"], *ex["response"], tok.eos_token_id])[None]
+        n = len(ex["prompt"])
+        with torch.no_grad():
+            ps = torch.softmax(student(input_ids=seq).logits[0, n - 1:-1, :len(tok)].double(), -1)
+            pt = torch.softmax(teacher(input_ids=seq).logits[0, n - 1:-1, :len(tok)].double(), -1)
+        onehot = torch.nn.functional.one_hot(seq[0, n:], len(tok)).double()
+        ce_norms.append((ps - onehot).norm(dim=-1))
+        fkl_norms.append((ps - pt).norm(dim=-1))
+    ce = float(torch.cat(ce_norms).mean())
+    assert got["ce"] == pytest.approx(ce, rel=1e-4)
+    assert got["fkl"] == pytest.approx(float(torch.cat(fkl_norms).mean()) / ce, rel=1e-4)
+    assert 0 < got["jsd"] < got["fkl"]  # beta = 0.9: m is close to p_s, so jsd pulls less than fkl

@@ -12,6 +12,11 @@ bins) and mean entropy. A teacher that is right but over-confident gives soft ta
 KD from it adds little to the ground-truth loss.
 
     python tools/eval_divergence.py --student results/sft-teacher/best --data-dir ... --kinds --calibration
+
+`--grad-scale` adds, for each kind, how hard it pulls on the student next to the ground-truth loss: the mean over
+response positions of the norm of the kind's gradient with respect to the student's logits, divided by the same for
+the cross-entropy on the label. At ``--kd-ratio 0.5`` a kind whose ratio is far below 1 leaves the student to the
+cross-entropy (Adam rescales the sum, not the mix).
 """
 from __future__ import annotations
 
@@ -51,6 +56,36 @@ def divergences(student: torch.nn.Module, teacher: torch.nn.Module, dataset: Ins
             sums[k] += float(distillation_loss(k, logits, teacher_logits, mask, temperature=temperature,
                                                skew_alpha=skew_alpha, jsd_beta=jsd_beta, reduction="sum"))
     return {k: v / max(count, 1.0) for k, v in sums.items()}
+
+
+def gradient_scale(student: torch.nn.Module, teacher: torch.nn.Module, dataset: InstructionDataset,
+                   collate: LMCollator, kinds: Sequence[str], vocab_size: int, batch_size: int = 32,
+                   temperature: float = 1.0) -> dict[str, float]:
+    """{"ce": mean per-position norm of d CE / d logits, kind: the same for the kind, divided by the CE's}.
+
+    The gradient of a sum over positions, taken at the logits, is the per-position gradient at each position, so one
+    backward per kind gives every position's norm."""
+    student.eval()
+    teacher.eval()
+    norms = {k: 0.0 for k in ["ce", *kinds]}
+    count = 0
+    for s in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(s, min(s + batch_size, len(dataset)))])
+        with torch.no_grad():
+            logits = forward_logits(student, batch)[..., :vocab_size].float()
+            teacher_logits = forward_logits(teacher, batch)[..., :vocab_size]
+        mask = response_mask(batch)
+        count += int(mask.sum())
+        for k in norms:
+            z = logits.detach().requires_grad_(True)
+            if k == "ce":
+                loss = torch.nn.functional.cross_entropy(z[mask], batch["labels"][mask], reduction="sum")
+            else:
+                loss = distillation_loss(k, z, teacher_logits, mask, temperature=temperature, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, z)
+            norms[k] += float(grad[mask].norm(dim=-1).sum())
+    ce = norms.pop("ce") / max(count, 1)
+    return {"ce": ce, **{k: v / max(count, 1) / ce for k, v in norms.items()}}
 
 
 @torch.no_grad()
@@ -94,6 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--kinds", nargs="*", default=["fkl", "rkl", "jsd", "tvd", "sfkl", "srkl"],
                         help="divergences to the teacher (none: give --kinds alone)")
     parser.add_argument("--calibration", action="store_true", help="add token-level calibration of both models")
+    parser.add_argument("--grad-scale", action="store_true",
+                        help="add each kind's gradient norm at the logits relative to the cross-entropy's")
     parser.add_argument("--temperature", type=float, default=1.0, help="tau of the t* kinds")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--dev-num", type=int, default=-1)
@@ -102,6 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     bad = [k for k in args.kinds if k not in KINDS]
     if bad:
         raise InputError(f"--kinds: unknown {bad}; valid kinds: {', '.join(KINDS)}")
+    if args.grad_scale and not args.kinds:
+        raise InputError("--grad-scale needs --kinds (the kinds whose gradients to compare with the cross-entropy)")
     if args.kinds and not args.teacher:
         raise InputError("--teacher is required to measure divergences (or pass --kinds alone with --calibration)")
     if not args.kinds and not args.calibration:
@@ -116,6 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {}
     if args.kinds:
         result = divergences(student, teacher, dataset, collate, args.kinds, len(tok), temperature=args.temperature)
+    if args.grad_scale:
+        result["grad_scale"] = gradient_scale(student, teacher, dataset, collate, args.kinds, len(tok),
+                                              temperature=args.temperature)
     if args.calibration:
         result["calibration"] = {"student": calibration(student, dataset, collate, len(tok))}
         if teacher is not None:

@@ -13,7 +13,8 @@ SRD ranks examples by how the *initial* student does on them, which says nothing
 (every answer scores Rouge-L 0). Real students start pretrained; ``--warm-epochs N`` (default 1) stands in for that by
 first training the student N epochs of SFT and giving both arms that checkpoint.
 
-Runs are sequential (one at a time, so the two arms of a seed are timed under the same conditions) and skipped when
+The plain arm lives in ``<out>/<type>-e<epochs>/<seed>``, so studies of other lengths share the warm start and the
+reflection. Runs are sequential (one at a time, so the two arms of a seed are timed under the same conditions) and skipped when
 their outputs exist, so an interrupted study resumes. Writes ``<out>/report.json``, ``<out>/report.md`` and, with
 ``--doc``, the same table into that markdown file between the markers ``<!-- srd-study VARIANT -->`` and
 ``<!-- /srd-study VARIANT -->`` (VARIANT: ``TYPE-eN`` with N the epochs per stage, ``-tT0-T1-T2`` added for a
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                                                      "-t" + "-".join(f"{t:g}" for t in args.temperatures))
     rows, reflection_s = [], None
     for seed in args.seeds:
-        plain = out / args.type / str(seed)
+        plain = out / f"{args.type}-e{args.epochs}" / str(seed)  # another length is another plain arm
         plain_wall = timed([py, "train_distill.py", "--model-path", student, *teacher,
                             "--type", args.type, "--temperature-kld", str(args.baseline_temperature), *common,
                             "--epochs", str(args.epochs), "--eval-gen", "--seed", str(seed),
