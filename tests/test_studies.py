@@ -62,3 +62,19 @@ def test_kd_study_refuses_unknown_kinds_before_any_run(tmp_path: Path, capsys: p
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "kl2" in err and "--pure-kinds" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra, words", [(["--keep-stages", "5"], ["--keep-stages 5", "1..4"]),
+                                          (["--keep-stages", "4", "--temperatures", "1", "2"],
+                                           ["--temperatures has 2 values", "4 stages"])])
+def test_srd_study_checks_stages_and_temperatures_first(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                        extra: list[str], words: list[str]) -> None:
+    from srd_study import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--teacher", str(tmp_path), "--student", str(tmp_path), "--data-dir", str(tmp_path),
+              "--epochs", "12", "--out", str(tmp_path / "out"), *extra])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and all(w in err for w in words), err
+    assert not (tmp_path / "out").exists()

@@ -6,7 +6,8 @@ For each seed it trains a plain KD student (``--type``, ``--epochs`` over the fu
 stages split them into equal intervals (``--epochs / stages`` each; the curriculum introduces a new part at fixed
 intervals), each stage's epochs counted over the examples it trains on. With 4 parts and 3 stages (25 %, 50 %, 75 %
 of the data) that is half the plain run's example passes; ``--stage-epochs`` sets another split (e.g. ``--epochs / 2``
-per stage: the examples SRD keeps are seen ``--epochs`` times on average, 0.75x the passes). Both arms start from the
+per stage: the examples SRD keeps are seen ``--epochs`` times on average, 0.75x the passes). ``--keep-stages 4``
+trains every part (4 stages over 25/50/75/100 %: 0.625x the passes, nothing dropped). Both arms start from the
 same initial student and are scored by the same greedy evaluation.
 
 SRD ranks examples by how the *initial* student does on them, which says nothing for a randomly initialised model
@@ -81,7 +82,6 @@ def render(rows: list[dict[str, Any]], setup: str, teacher_rouge: float, reflect
     return "\n".join(lines) + "\n"
 
 
-DEFAULT_TEMPERATURES = [1.0, 1.5, 2.0]
 
 
 @exit_on_input_error
@@ -99,20 +99,28 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--baseline-temperature", type=float, default=1.0,
                         help="the plain run's --temperature-kld (1.0: the KD scripts' default)")
     parser.add_argument("--num-stages", type=int, default=4)
-    parser.add_argument("--temperatures", nargs="+", type=float, default=DEFAULT_TEMPERATURES)
+    parser.add_argument("--keep-stages", type=int, help="stages trained (default --num-stages - 1: the hardest part "
+                                                         "dropped; --num-stages: every part used)")
+    parser.add_argument("--temperatures", nargs="+", type=float,
+                        help="tau of each trained stage (default: linear 1 -> 2, srd_run.py's default)")
     parser.add_argument("--kd-ratio", type=float, default=0.5, help="both arms' --kd-ratio")
     add_shared_args(parser, "the srd-study")
     args = parser.parse_args(argv)
     check_paths(args.teacher, args.student, args.data_dir)
-    stages = args.num_stages - 1
+    stages = args.num_stages - 1 if args.keep_stages is None else args.keep_stages
+    if not 1 <= stages <= args.num_stages:
+        raise InputError(f"--keep-stages {args.keep_stages}: must be in 1..{args.num_stages} (--num-stages)")
     if args.stage_epochs is None:
         if args.epochs % stages:
             raise InputError(f"--epochs {args.epochs} does not split into {stages} equal stages; give a multiple of "
                              f"{stages} or --stage-epochs")
         args.stage_epochs = args.epochs // stages
-    if len(args.temperatures) != stages:
-        raise InputError(f"--temperatures has {len(args.temperatures)} values; {args.num_stages - 1} stages are "
-                         f"trained with --num-stages {args.num_stages}")
+    if args.temperatures is not None and len(args.temperatures) != stages:
+        raise InputError(f"--temperatures has {len(args.temperatures)} values; {stages} stages are trained "
+                         f"(--num-stages {args.num_stages}, --keep-stages {args.keep_stages})")
+    from distill.srd import default_keep_stages, temperature_schedule  # noqa: E402
+    default_temps = temperature_schedule(stages)
+    temperatures = default_temps if args.temperatures is None else [float(t) for t in args.temperatures]
     from tools.srd_run import run_stats  # noqa: E402  (imports the training stack; after the input checks)
 
     out = Path(args.out).resolve()
@@ -137,8 +145,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return json.loads((save / "summary.json").read_text())["sets"]["valid"]["rougeL_mean"]
 
     # Another stage length or temperature schedule is another SRD arm, beside the same plain runs.
-    variant = f"{args.type}-e{args.stage_epochs}" + ("" if args.temperatures == DEFAULT_TEMPERATURES else
-                                                     "-t" + "-".join(f"{t:g}" for t in args.temperatures))
+    variant = (f"{args.type}-e{args.stage_epochs}"
+               + ("" if stages == default_keep_stages(args.num_stages) else f"-k{stages}")
+               + ("" if temperatures == default_temps else "-t" + "-".join(f"{t:g}" for t in temperatures)))
     rows, reflection_s = [], None
     for seed in args.seeds:
         plain = out / f"{args.type}-e{args.epochs}" / str(seed)  # another length is another plain arm
@@ -150,7 +159,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         srd_save = out / f"srd-{variant}" / str(seed)  # variants share the plain arm
         timed([py, "tools/srd_run.py", "--model-path", student, *teacher,
                "--type", args.type, *common, "--num-stages", str(args.num_stages),
-               "--temperatures", *map(str, args.temperatures), "--epochs", str(args.stage_epochs),
+               "--keep-stages", str(stages), "--temperatures", *map(str, temperatures),
+               "--epochs", str(args.stage_epochs),
                "--srd-dir", str(out / "srd_data"), "--baseline-dir", str(plain / "train"), "--seed", str(seed),
                "--save", str(srd_save / "train")],
               srd_save / "train.log", srd_save / "train" / "srd_report.json", srd_save / "wall.json")
@@ -170,8 +180,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
              + (f" after {args.warm_epochs} epoch(s) of SFT (the same warm start for both arms)"
                 if args.warm_epochs else "")
              + f". Both arms: kd-ratio {args.kd_ratio:g}. Plain: `--type {args.type}`, tau {args.baseline_temperature:g}, {args.epochs} epochs on all "
-             f"examples. SRD: {args.num_stages} parts, {args.num_stages - 1} cumulative stages at tau "
-             f"{' -> '.join(f'{t:g}' for t in args.temperatures)}, {args.stage_epochs} epochs each. Flags for every "
+             f"examples. SRD: {args.num_stages} parts, {stages} cumulative stages at tau "
+             f"{' -> '.join(f'{t:g}' for t in temperatures)}, {args.stage_epochs} epochs each. Flags for every "
              f"run: `{' '.join(args.train_args)}`. Rouge-L: greedy, validation split. Train s: the trainer's own "
              f"training seconds (no start-up, evaluation or saving); wall s: whole processes, SRD stages summed, "
              f"reflection excluded (below).")
