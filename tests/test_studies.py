@@ -39,8 +39,8 @@ def test_srd_study_refuses_epochs_that_do_not_split(tmp_path: Path, capsys: pyte
     assert not (tmp_path / "out").exists()
 
 
-def test_kd_study_category_means(tmp_path: Path) -> None:
-    from kd_study import category_rouge
+def test_study_category_means(tmp_path: Path) -> None:
+    from study_common import category_rouge
 
     for seed, scores in (("1", [10.0, 30.0, 50.0]), ("2", [20.0, 40.0, 70.0])):
         d = tmp_path / seed / "valid" / "10"
@@ -78,3 +78,20 @@ def test_srd_study_checks_stages_and_temperatures_first(tmp_path: Path, capsys: 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and all(w in err for w in words), err
     assert not (tmp_path / "out").exists()
+
+
+def test_srd_study_category_table_counts_parts(tmp_path: Path) -> None:
+    from srd_study import category_table
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"category": c}) + "\n" for c in ["copy", "story", "copy", "story"]))
+    ranking = tmp_path / "ranking.jsonl"
+    ranking.write_text("".join(json.dumps({"index": i, "part": p}) + "\n" for i, p in [(1, 0), (3, 0), (0, 1), (2, 1)]))
+    for arm, (copy, story) in (("plain", (20.0, 60.0)), ("srd", (5.0, 70.0))):
+        d = tmp_path / arm / "valid" / "10"
+        d.mkdir(parents=True)
+        d.joinpath("answers.jsonl").write_text(json.dumps({"category": "copy", "rougeL": copy}) + "\n"
+                                               + json.dumps({"category": "story", "rougeL": story}) + "\n")
+    table = category_table([tmp_path / "plain"], [tmp_path / "srd"], ranking, train, num_parts=2, trained=1)
+    assert "part 1 is never trained" in table
+    assert "| copy | 20.0 | 5.0 | -15.0 | 0 / 2 |" in table and "| story | 60.0 | 70.0 | +10.0 | 2 / 0 |" in table

@@ -29,25 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 from distill.config import InputError, exit_on_input_error  # noqa: E402
-from study_common import add_shared_args, check_paths, mean_std, run, write_doc  # noqa: E402
+from study_common import add_shared_args, category_rouge, check_paths, mean_std, run, write_doc  # noqa: E402
 
 DEFAULT_KINDS = ["fkl", "rkl", "jsd", "tvd", "sfkl", "srkl"]
 # The divergence each kind minimises: the kind itself (aliases resolved); the t* kinds are measured at their tau.
 OWN_DIRECTION = {"fkl": "fkl", "kd": "fkl", "rkl": "rkl", "jsd": "jsd", "tvd": "tvd", "sfkl": "sfkl", "srkl": "srkl",
                  "tfkl": "tfkl", "trkl": "trkl", "tjsd": "tjsd", "ttvd": "ttvd", "ttvdf": "ttvd", "tsfkl": "tsfkl",
                  "tsrkl": "tsrkl"}
-
-
-def category_rouge(eval_dirs: list[Path]) -> dict[str, float]:
-    """Mean Rouge-L per task category over the answers of ``eval_dirs`` (evaluate.py outputs; data with a
-    ``category`` field, like the built-in synthetic set)."""
-    scores: dict[str, list[float]] = {}
-    for d in eval_dirs:
-        for f in sorted(d.glob("*/*/answers.jsonl")):
-            for line in f.read_text().splitlines():
-                rec = json.loads(line)
-                scores.setdefault(rec.get("category") or "all", []).append(rec["rougeL"])
-    return {c: statistics.fmean(v) for c, v in scores.items()}
 
 
 @exit_on_input_error

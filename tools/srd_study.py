@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 from distill.config import InputError, exit_on_input_error  # noqa: E402
-from study_common import add_shared_args, check_paths, mean_std, run, write_doc  # noqa: E402
+from study_common import add_shared_args, category_rouge, check_paths, mean_std, run, write_doc  # noqa: E402
 
 
 
@@ -82,6 +82,29 @@ def render(rows: list[dict[str, Any]], setup: str, teacher_rouge: float, reflect
     return "\n".join(lines) + "\n"
 
 
+
+
+def category_table(plain_evals: list[Path], srd_evals: list[Path], ranking: Path, train_jsonl: Path,
+                   num_parts: int, trained: int) -> str:
+    """Rouge-L per task category, plain vs SRD (mean over seeds), with where the category's training examples fell in
+    the easy -> hard parts; empty when the data has no categories."""
+    plain, srd_ = category_rouge(plain_evals), category_rouge(srd_evals)
+    if set(plain) <= {"all"} or not ranking.exists() or not train_jsonl.exists():
+        return ""
+    cats = [json.loads(line).get("category") for line in train_jsonl.read_text().splitlines()]
+    parts: dict[str, list[int]] = {}
+    for line in ranking.read_text().splitlines():
+        r = json.loads(line)
+        parts.setdefault(cats[r["index"]], [0] * num_parts)[r["part"]] += 1
+    dropped = ("" if trained == num_parts else f" (part {trained} is never trained)" if trained == num_parts - 1
+               else f" (parts {trained} to {num_parts - 1} are never trained)")
+    lines = ["", "Rouge-L by task category (mean over seeds) and the category's training examples in each part, "
+                 f"easiest first{dropped}:", "",
+             "| category | plain | SRD | Δ | examples per part |", "|---|---:|---:|---:|---|"]
+    for c in sorted(plain):
+        lines.append(f"| {c} | {plain[c]:.1f} | {srd_.get(c, float('nan')):.1f} | "
+                     f"{srd_.get(c, float('nan')) - plain[c]:+.1f} | {' / '.join(map(str, parts.get(c, [])))} |")
+    return "\n".join(lines) + "\n"
 
 
 @exit_on_input_error
@@ -185,7 +208,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
              f"run: `{' '.join(args.train_args)}`. Rouge-L: greedy, validation split. Train s: the trainer's own "
              f"training seconds (no start-up, evaluation or saving); wall s: whole processes, SRD stages summed, "
              f"reflection excluded (below).")
-    table = render(rows, setup, teacher_rouge, reflection_s)
+    plan = json.loads((out / f"srd-{variant}" / str(args.seeds[0]) / "train" / "srd_plan.json").read_text())
+    table = render(rows, setup, teacher_rouge, reflection_s) + category_table(
+        [out / f"{args.type}-e{args.epochs}" / str(s) / "eval" for s in args.seeds],
+        [out / f"srd-{variant}" / str(s) / "eval" for s in args.seeds], Path(plan.get("ranking", "")),
+        Path(args.data_dir) / "train.jsonl", args.num_stages, stages)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps({"rows": rows, "teacher_rougeL": teacher_rouge,
                                                  "reflection_wall_seconds": reflection_s, "setup": setup}, indent=2))

@@ -3,6 +3,7 @@ tables into a markdown document."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -62,3 +63,15 @@ def check_paths(*paths: str) -> None:
     for p in paths:
         if not Path(p).exists():
             raise InputError(f"{p} does not exist")
+
+
+def category_rouge(eval_dirs: list[Path]) -> dict[str, float]:
+    """Mean Rouge-L per task category over the answers of ``eval_dirs`` (evaluate.py outputs; data with a
+    ``category`` field, like the built-in synthetic set)."""
+    scores: dict[str, list[float]] = {}
+    for d in eval_dirs:
+        for f in sorted(d.glob("*/*/answers.jsonl")):
+            for line in f.read_text().splitlines():
+                rec = json.loads(line)
+                scores.setdefault(rec.get("category") or "all", []).append(rec["rougeL"])
+    return {c: statistics.fmean(v) for c, v in scores.items()}
