@@ -95,3 +95,16 @@ def test_srd_study_category_table_counts_parts(tmp_path: Path) -> None:
     table = category_table([tmp_path / "plain"], [tmp_path / "srd"], ranking, train, num_parts=2, trained=1)
     assert "part 1 is never trained" in table
     assert "| copy | 20.0 | 5.0 | -15.0 | 0 / 2 |" in table and "| story | 60.0 | 70.0 | +10.0 | 2 / 0 |" in table
+
+
+def test_srd_study_table_criteria_and_sft_reference() -> None:
+    from srd_study import render
+
+    row = {"plain_rougeL": 30.0, "srd_rougeL": 29.7, "plain_train_s": 100.0, "srd_train_s": 60.0,
+           "plain_wall_s": 110.0, "srd_wall_s": 70.0, "tokens_ratio": 0.5}
+    rows = [{"seed": 1, **row, "sft_rougeL": 25.0}, {"seed": 2, **row, "srd_rougeL": 29.1, "sft_rougeL": 27.0}]
+    table = render(rows, "setup", 33.0, None)
+    assert "training time ratio 0.60 (<= 0.7), Rouge-L difference -0.60 (lower by more than 0.5)" in table
+    assert "Rouge-L 26.00 ± 1.41 (seeds: 25.00, 27.00)" in table
+    table = render([{k: v for k, v in r.items() if k != "sft_rougeL"} for r in rows[:1]], "setup", 33.0, None)
+    assert "Rouge-L difference -0.30 (not lower by more than 0.5)" in table and "--with-sft" not in table

@@ -7,7 +7,8 @@ stages split them into equal intervals (``--epochs / stages`` each; the curricul
 intervals), each stage's epochs counted over the examples it trains on. With 4 parts and 3 stages (25 %, 50 %, 75 %
 of the data) that is half the plain run's example passes; ``--stage-epochs`` sets another split (e.g. ``--epochs / 2``
 per stage: the examples SRD keeps are seen ``--epochs`` times on average, 0.75x the passes). ``--keep-stages 4``
-trains every part (4 stages over 25/50/75/100 %: 0.625x the passes, nothing dropped). Both arms start from the
+trains every part (4 stages over 25/50/75/100 %: 0.625x the passes, nothing dropped). ``--with-sft`` adds an SFT
+student with the plain arm's epochs and evaluation (no teacher), as a reference for what KD adds. Both arms start from the
 same initial student and are scored by the same greedy evaluation.
 
 SRD ranks examples by how the *initial* student does on them, which says nothing for a randomly initialised model
@@ -70,6 +71,10 @@ def render(rows: list[dict[str, Any]], setup: str, teacher_rouge: float, reflect
                  f"{m['srd_train_s']:.1f} | {train_ratio:.2f} | {m['plain_wall_s']:.1f} | {m['srd_wall_s']:.1f} | "
                  f"{wall_ratio:.2f} | {m['tokens_ratio']:.2f} |")
     lines += ["", f"Teacher Rouge-L {teacher_rouge:.2f}. Ratios of means are SRD / plain."]
+    if "sft_rougeL" in rows[0]:
+        lines.append(f"SFT from the same student, same epochs and evaluation, no teacher (`--with-sft`): Rouge-L "
+                     f"{mean_std([r['sft_rougeL'] for r in rows])} (seeds: "
+                     f"{', '.join(format(r['sft_rougeL'], '.2f') for r in rows)}).")
     if reflection_s is not None:
         with_refl = (m["srd_wall_s"] * len(rows) + reflection_s) / (m["plain_wall_s"] * len(rows))
         lines.append(f"Reflection of the initial student (once, shared by the {len(rows)} seeds): {reflection_s:.1f} s"
@@ -122,6 +127,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--baseline-temperature", type=float, default=1.0,
                         help="the plain run's --temperature-kld (1.0: the KD scripts' default)")
     parser.add_argument("--num-stages", type=int, default=4)
+    parser.add_argument("--with-sft", action="store_true",
+                        help="also train an SFT student with the plain arm's epochs and evaluation, as a reference")
     parser.add_argument("--keep-stages", type=int, help="stages trained (default --num-stages - 1: the hardest part "
                                                          "dropped; --num-stages: every part used)")
     parser.add_argument("--temperatures", nargs="+", type=float,
@@ -198,6 +205,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                      "plain_wall_s": plain_wall,
                      "srd_wall_s": sum(s["wall_seconds"] or 0.0 for s in report["stages"]),
                      "tokens_ratio": report["total"]["tokens"] / b["tokens"]})
+        if args.with_sft:
+            sft = out / f"sft-e{args.epochs}" / str(seed)
+            timed([py, "train_sft.py", "--model-path", student, *common, "--epochs", str(args.epochs), "--eval-gen",
+                   "--seed", str(seed), "--save", str(sft / "train")],
+                  sft / "train.log", sft / "train" / "best", sft / "wall.json")
+            rows[-1]["sft_rougeL"] = evaluate(sft / "train" / "best", sft / "eval")
     teacher_rouge = evaluate(Path(args.teacher), out / "teacher" / "eval")
     setup = (f"Teacher `{args.teacher}`; students from `{args.student}`"
              + (f" after {args.warm_epochs} epoch(s) of SFT (the same warm start for both arms)"
