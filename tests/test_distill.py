@@ -240,3 +240,13 @@ def test_gradient_scale_matches_per_position_gradients(tiny_models: dict, traine
     assert got["ce"] == pytest.approx(ce, rel=1e-4)
     assert got["fkl"] == pytest.approx(float(torch.cat(fkl_norms).mean()) / ce, rel=1e-4)
     assert 0 < got["jsd"] < got["fkl"]  # beta = 0.9: m is close to p_s, so jsd pulls less than fkl
+
+
+def test_gradient_scale_needs_kinds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from eval_divergence import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--student", str(tmp_path), "--data-dir", str(tmp_path), "--kinds", "--grad-scale"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--grad-scale needs --kinds" in err

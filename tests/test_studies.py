@@ -108,3 +108,26 @@ def test_srd_study_table_criteria_and_sft_reference() -> None:
     assert "Rouge-L 26.00 ± 1.41 (seeds: 25.00, 27.00)" in table
     table = render([{k: v for k, v in r.items() if k != "sft_rougeL"} for r in rows[:1]], "setup", 33.0, None)
     assert "Rouge-L difference -0.30 (not lower by more than 0.5)" in table and "--with-sft" not in table
+
+
+def test_kd_study_remeasures_only_runs_lacking_a_needed_direction(tmp_path: Path) -> None:
+    from kd_study import OWN_DIRECTION, divergence_missing
+
+    assert OWN_DIRECTION["kd"] == "fkl" and OWN_DIRECTION["ttvdf"] == "ttvd" and OWN_DIRECTION["tfkl"] == "tfkl"
+    div = tmp_path / "divergence.json"
+    directions = ["fkl", "rkl", "tfkl"]
+    assert divergence_missing(div, "tfkl-pure", directions)  # never measured
+    div.write_text(json.dumps({"fkl": 0.3, "rkl": 0.4}))  # measured before t* kinds were judged at their tau
+    assert divergence_missing(div, "tfkl", directions) and divergence_missing(div, "sft", directions)
+    assert not divergence_missing(div, "rkl-pure", directions)
+    div.write_text(json.dumps({"fkl": 0.3, "rkl": 0.4, "tfkl": 0.9}))
+    assert not divergence_missing(div, "tfkl", directions) and not divergence_missing(div, "sft", directions)
+
+
+def test_srd_study_variant_names() -> None:
+    from distill.srd import temperature_schedule
+    from srd_study import variant_name
+
+    assert variant_name("tfkl", 4, 3, 4, [1.0, 1.5, 2.0]) == "tfkl-e4"
+    assert variant_name("tfkl", 1, 3, 4, [1.0, 1.0, 1.0]) == "tfkl-e1-t1-1-1"
+    assert variant_name("tfkl", 3, 4, 4, temperature_schedule(4)) == "tfkl-e3-k4"  # 1 -> 2 linear

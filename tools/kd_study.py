@@ -29,13 +29,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 from distill.config import InputError, exit_on_input_error  # noqa: E402
+from distill.losses import DIVERGENCES  # noqa: E402
 from study_common import add_shared_args, category_rouge, check_paths, mean_std, run, write_doc  # noqa: E402
 
 DEFAULT_KINDS = ["fkl", "rkl", "jsd", "tvd", "sfkl", "srkl"]
-# The divergence each kind minimises: the kind itself (aliases resolved); the t* kinds are measured at their tau.
-OWN_DIRECTION = {"fkl": "fkl", "kd": "fkl", "rkl": "rkl", "jsd": "jsd", "tvd": "tvd", "sfkl": "sfkl", "srkl": "srkl",
-                 "tfkl": "tfkl", "trkl": "trkl", "tjsd": "tjsd", "ttvd": "ttvd", "ttvdf": "ttvd", "tsfkl": "tsfkl",
-                 "tsrkl": "tsrkl"}
+# The divergence each kind minimises: the kind itself, aliases resolved by the loss registry; the t* kinds are
+# measured at their tau.
+OWN_DIRECTION = {kind: spec.name for kind, spec in DIVERGENCES.items()}
+
+
+def divergence_missing(path: Path, name: str, directions: list[str]) -> bool:
+    """Whether run ``name``'s ``divergence.json`` must be (re)measured: absent, or without a direction the table needs
+    (the SFT student is the reference in every direction; a KD student needs its own, and fkl). A study rerun with
+    more kinds, or one measured before the t* kinds were judged at their tau, re-measures only what lacks a value."""
+    need = set(directions) if name == "sft" else {OWN_DIRECTION[name.removesuffix("-pure")], "fkl"}
+    return not path.exists() or not need <= set(json.loads(path.read_text()))
 
 
 @exit_on_input_error
@@ -88,10 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
         if not (d / "eval" / "summary.json").exists():
             run([py, "evaluate.py", "--model-path", str(d / "train" / "best"), "--data-dir", args.data_dir,
                  "--save", str(d / "eval"), *gen], d / "eval.log", threads)
-        # The SFT student is the reference in every direction; a KD student needs its own (and fkl, for the table).
-        need = set(directions) if name == "sft" else {OWN_DIRECTION[name.removesuffix("-pure")], "fkl"}
         div = d / "divergence.json"
-        if not div.exists() or not need <= set(json.loads(div.read_text())):
+        if divergence_missing(div, name, directions):
             run([py, "tools/eval_divergence.py", "--student", str(d / "train" / "best"), "--teacher",
                  args.teacher, "--data-dir", args.data_dir, "--kinds", *directions,
                  "--temperature", str(args.temperature_kld), "--out", str(div)], d / "divergence.log", threads)

@@ -89,6 +89,15 @@ def render(rows: list[dict[str, Any]], setup: str, teacher_rouge: float, reflect
 
 
 
+def variant_name(kind: str, stage_epochs: int, stages: int, num_parts: int, temperatures: list[float]) -> str:
+    """The SRD arm's name (its directory ``srd-<name>`` and its doc markers): ``<kind>-e<stage epochs>``, then
+    ``-k<stages>`` when not the default number of trained stages and ``-t<taus>`` when not the default schedule."""
+    from distill.srd import default_keep_stages, temperature_schedule
+
+    return (f"{kind}-e{stage_epochs}" + ("" if stages == default_keep_stages(num_parts) else f"-k{stages}")
+            + ("" if temperatures == temperature_schedule(stages) else "-t" + "-".join(f"{t:g}" for t in temperatures)))
+
+
 def category_table(plain_evals: list[Path], srd_evals: list[Path], ranking: Path, train_jsonl: Path,
                    num_parts: int, trained: int) -> str:
     """Rouge-L per task category, plain vs SRD (mean over seeds), with where the category's training examples fell in
@@ -148,9 +157,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.temperatures is not None and len(args.temperatures) != stages:
         raise InputError(f"--temperatures has {len(args.temperatures)} values; {stages} stages are trained "
                          f"(--num-stages {args.num_stages}, --keep-stages {args.keep_stages})")
-    from distill.srd import default_keep_stages, temperature_schedule  # noqa: E402
-    default_temps = temperature_schedule(stages)
-    temperatures = default_temps if args.temperatures is None else [float(t) for t in args.temperatures]
+    from distill.srd import temperature_schedule
+    temperatures = temperature_schedule(stages, args.temperatures)
     from tools.srd_run import run_stats  # noqa: E402  (imports the training stack; after the input checks)
 
     out = Path(args.out).resolve()
@@ -175,18 +183,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return json.loads((save / "summary.json").read_text())["sets"]["valid"]["rougeL_mean"]
 
     # Another stage length or temperature schedule is another SRD arm, beside the same plain runs.
-    variant = (f"{args.type}-e{args.stage_epochs}"
-               + ("" if stages == default_keep_stages(args.num_stages) else f"-k{stages}")
-               + ("" if temperatures == default_temps else "-t" + "-".join(f"{t:g}" for t in temperatures)))
+    variant = variant_name(args.type, args.stage_epochs, stages, args.num_stages, temperatures)
+    plain_root = out / f"{args.type}-e{args.epochs}"  # another length is another plain arm
+    srd_root = out / f"srd-{variant}"  # variants share the plain arm
     rows, reflection_s = [], None
     for seed in args.seeds:
-        plain = out / f"{args.type}-e{args.epochs}" / str(seed)  # another length is another plain arm
+        plain = plain_root / str(seed)
         plain_wall = timed([py, "train_distill.py", "--model-path", student, *teacher,
                             "--type", args.type, "--temperature-kld", str(args.baseline_temperature), *common,
                             "--epochs", str(args.epochs), "--eval-gen", "--seed", str(seed),
                             "--save", str(plain / "train")],
                            plain / "train.log", plain / "train" / "best", plain / "wall.json")
-        srd_save = out / f"srd-{variant}" / str(seed)  # variants share the plain arm
+        srd_save = srd_root / str(seed)
         timed([py, "tools/srd_run.py", "--model-path", student, *teacher,
                "--type", args.type, *common, "--num-stages", str(args.num_stages),
                "--keep-stages", str(stages), "--temperatures", *map(str, temperatures),
@@ -221,10 +229,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
              f"run: `{' '.join(args.train_args)}`. Rouge-L: greedy, validation split. Train s: the trainer's own "
              f"training seconds (no start-up, evaluation or saving); wall s: whole processes, SRD stages summed, "
              f"reflection excluded (below).")
-    plan = json.loads((out / f"srd-{variant}" / str(args.seeds[0]) / "train" / "srd_plan.json").read_text())
+    plan = json.loads((srd_root / str(args.seeds[0]) / "train" / "srd_plan.json").read_text())
     table = render(rows, setup, teacher_rouge, reflection_s) + category_table(
-        [out / f"{args.type}-e{args.epochs}" / str(s) / "eval" for s in args.seeds],
-        [out / f"srd-{variant}" / str(s) / "eval" for s in args.seeds], Path(plan.get("ranking", "")),
+        [plain_root / str(s) / "eval" for s in args.seeds],
+        [srd_root / str(s) / "eval" for s in args.seeds], Path(plan.get("ranking", "")),
         Path(args.data_dir) / "train.jsonl", args.num_stages, stages)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps({"rows": rows, "teacher_rougeL": teacher_rouge,

@@ -1,5 +1,5 @@
-"""What the study scripts (tools/kd_study.py, tools/srd_study.py) share: running a logged step and writing their
-tables into a markdown document."""
+"""What the study scripts (tools/kd_study.py, tools/srd_study.py) share: their common flags and input checks, running
+a logged step, mean ± std, Rouge-L per task category, and writing their tables into a markdown document."""
 from __future__ import annotations
 
 import argparse
