@@ -18,9 +18,10 @@ first training the student N epochs of SFT and giving both arms that checkpoint.
 The plain arm lives in ``<out>/<type>-e<epochs>/<seed>``, so studies of other lengths share the warm start and the
 reflection. Runs are sequential (one at a time, so the two arms of a seed are timed under the same conditions) and skipped when
 their outputs exist, so an interrupted study resumes. Writes ``<out>/report.json``, ``<out>/report.md`` and, with
-``--doc``, the same table into that markdown file between the markers ``<!-- srd-study VARIANT -->`` and
-``<!-- /srd-study VARIANT -->`` (VARIANT: ``TYPE-eN`` with N the epochs per stage, ``-tT0-T1-T2`` added for a
-temperature schedule other than the default).
+``--doc``, the same table into that markdown file between the markers ``<!-- KEY VARIANT -->`` and
+``<!-- /KEY VARIANT -->`` (KEY: ``--doc-key``, default ``srd-study``;
+VARIANT: ``TYPE-eN`` with N the epochs per stage, ``-tT0-T1-T2`` added for a temperature schedule other than the
+default).
 
     python tools/srd_study.py --teacher results/quickstart/sft-teacher/best \
         --student checkpoints/tiny-gpt2-student --data-dir processed_data/synth/full/gpt2 --out results/srd_study \
@@ -143,7 +144,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--temperatures", nargs="+", type=float,
                         help="tau of each trained stage (default: linear 1 -> 2, srd_run.py's default)")
     parser.add_argument("--kd-ratio", type=float, default=0.5, help="both arms' --kd-ratio")
-    add_shared_args(parser, "the srd-study")
+    parser.add_argument("--doc-key", default="srd-study",
+                        help="--doc markers: <!-- KEY VARIANT --> ... <!-- /KEY VARIANT --> (another key keeps a "
+                             "study with another teacher or data beside this one in the same document)")
+    add_shared_args(parser, "the srd-study (--doc-key)")
     args = parser.parse_args(argv)
     check_paths(args.teacher, args.student, args.data_dir)
     stages = args.num_stages - 1 if args.keep_stages is None else args.keep_stages
@@ -239,7 +243,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                                                  "reflection_wall_seconds": reflection_s, "setup": setup}, indent=2))
     (out / "report.md").write_text(table)
     if args.doc:
-        write_doc(Path(args.doc), table, f"srd-study {variant}")
+        write_doc(Path(args.doc), table, f"{args.doc_key} {variant}")
     print(table)
     return rows
 
