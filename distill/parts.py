@@ -10,6 +10,7 @@ run samples what an uninterrupted one would.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -32,6 +33,56 @@ PART_SEED_STRIDE = 100_003
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Content fingerprints: a resumed run must be fed what the stored parts were made from. Contents, not paths: a copied
+# or moved checkpoint or dataset still matches, a checkpoint retrained into the same directory does not.
+# ----------------------------------------------------------------------------------------------------------------
+#: The files of a model (or LoRA adapter) directory that decide what it computes: weights, architecture, tokenizer.
+#: Optimizer state, RNG state and trainer logs are left out (they differ between copies of the same weights).
+MODEL_FILES = ("config.json", "generation_config.json", "*.safetensors", "pytorch_model*.bin", "adapter_config.json",
+               "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "merges.txt",
+               "special_tokens_map.json", "added_tokens.json")
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def files_digest(paths: Sequence[Path]) -> str:
+    """One sha256 over the names and contents of ``paths`` (order-independent)."""
+    h = hashlib.sha256()
+    for p in sorted(paths, key=lambda q: q.name):
+        h.update(f"{p.name}\0{file_digest(p)}\n".encode())
+    return h.hexdigest()
+
+
+def model_digest(path: Optional[str | Path]) -> Optional[str]:
+    """Fingerprint of a model or adapter directory (:data:`MODEL_FILES`); None for no path. An adapter names its base
+    model by path in ``adapter_config.json``, so the base enters by that path."""
+    if path is None:
+        return None
+    root = Path(path)
+    files = {f for pattern in MODEL_FILES for f in root.glob(pattern) if f.is_file()}
+    if not files:
+        raise InputError(f"{path}: no model files ({', '.join(MODEL_FILES[:3])}, ...) to fingerprint")
+    return files_digest(list(files))
+
+
+def split_digest(data_dir: str | Path, split: str) -> str:
+    """Fingerprint of a processed split: its token ids (``<split>_0.bin/.idx``) and, when present, its raw records
+    (``<split>.jsonl``, whose references Rouge-L reads)."""
+    from data_utils.datasets import split_prefix
+
+    prefix = split_prefix(Path(data_dir), split)
+    files = [prefix.with_suffix(".bin"), prefix.with_suffix(".idx"), Path(data_dir) / f"{split}.jsonl"]
+    return files_digest([f for f in files if f.is_file()])
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ after truncation) ranks after every measured one.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -39,8 +38,8 @@ from data_utils.datasets import IGNORE_INDEX, InstructionDataset, LMCollator, re
 from data_utils.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 from distill import dist
 from distill.config import GenerationConfig, InputError, _check, _opt, exit_on_input_error, parse_configs
-from distill.parts import (PartStore, compute_parts, part_ranges, part_seed, rank0_decides,  # noqa: F401
-                           read_jsonl, settings_conflict)
+from distill.parts import (PartStore, compute_parts, model_digest, part_ranges, part_seed,  # noqa: F401
+                           rank0_decides, read_jsonl, settings_conflict, split_digest)
 
 RANK_BY = ("rrf", "rouge", "loss")
 REFLECTION_FILE = "reflection.jsonl"
@@ -147,18 +146,6 @@ def temperature_schedule(num_trained: int, temperatures: Optional[Sequence[float
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Small file helpers
-# ----------------------------------------------------------------------------------------------------------------
-def file_digest(path: Path) -> str:
-    """sha256 of a file; of a split's ``.idx`` it fingerprints the split (sizes and prompt lengths of every example)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Reflection
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
@@ -190,10 +177,9 @@ def reflection_settings(cfg: ReflectConfig, gen: GenerationConfig, num_examples:
     change how the work is split, so they are left out."""
     data_dir = Path(cfg.data_dir)  # type: ignore[arg-type]
     return {
-        "model_path": str(Path(cfg.model_path).resolve()),  # type: ignore[arg-type]
-        "peft_path": str(Path(cfg.peft_path).resolve()) if cfg.peft_path else None,
-        "data_dir": str(data_dir.resolve()),
-        "train_idx_sha256": file_digest(split_prefix(data_dir, "train").with_suffix(".idx")),
+        # Contents, not paths (distill.parts): a moved student or dataset still resumes, a retrained one does not.
+        "model_sha256": model_digest(cfg.model_path), "peft_sha256": model_digest(cfg.peft_path),
+        "train_sha256": split_digest(data_dir, "train"),
         "num_examples": num_examples, "part_size": cfg.part_size, "dtype": cfg.dtype,
         "max_length": cfg.max_length, "max_prompt_length": cfg.max_prompt_length,
         # Greedy answers do not depend on the seed, so training runs of other seeds can share one reflection.
@@ -377,8 +363,7 @@ def stage_is_current(out_dir: Path, marker: dict[str, Any]) -> bool:
 
 def stage_marker(src_dir: Path, indices: Sequence[int], stage: int) -> dict[str, Any]:
     """What a stage directory holds; a directory whose marker equals this one is reused as is."""
-    return {"stage": stage, "source": str(src_dir.resolve()),
-            "source_train_idx_sha256": file_digest(split_prefix(src_dir, "train").with_suffix(".idx")),
+    return {"stage": stage, "source_train_sha256": split_digest(src_dir, "train"),
             "num_examples": len(indices), "indices": [int(i) for i in indices]}
 
 

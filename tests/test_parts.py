@@ -246,3 +246,41 @@ def test_compute_parts_writes_only_on_rank_0(tmp_path: Path, capsys: pytest.Capt
     compute_parts(store, parts, [0, 1, 2], other_rank, compute, "part")
     assert compute.calls == [0, 1, 2]  # every rank computes (the compute may use collectives) ...
     assert not any(store.root.glob("part_*")) and capsys.readouterr().out == ""  # ... but only rank 0 writes
+
+
+def test_fingerprints_follow_contents_not_paths(tmp_path: Path) -> None:
+    """A resumed run is matched by what its inputs hold: a copied model or split has the same digest wherever it
+    lies, changed weights, tokenizer or records another, and training state (RNG, optimizer) does not count."""
+    from distill.parts import model_digest, split_digest
+
+    model = tmp_path / "ckpt"
+    model.mkdir()
+    files = {"config.json": "{}", "model.safetensors": "weights", "tokenizer.json": "tok", "rng_state_0.pt": "rng"}
+    for name, text in files.items():
+        (model / name).write_text(text)
+    (model / "ds_state").mkdir()
+    (model / "ds_state" / "optim.pt").write_text("optimizer")
+    digest = model_digest(model)
+    moved = tmp_path / "elsewhere" / "best"
+    moved.parent.mkdir()
+    model.rename(moved)
+    assert model_digest(moved) == digest and model_digest(None) is None
+    (moved / "rng_state_0.pt").write_text("other rng")
+    (moved / "ds_state" / "optim.pt").write_text("other optimizer")
+    assert model_digest(moved) == digest
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        (moved / name).write_text("changed")
+        assert model_digest(moved) != digest, name
+        (moved / name).write_text(files[name])
+    with pytest.raises(InputError, match="no model files"):
+        model_digest(tmp_path)
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train_0.bin", "train_0.idx", "train.jsonl", "valid_0.bin"):
+        (data / name).write_text(name)
+    before = split_digest(data, "train")
+    (data / "valid_0.bin").write_text("other valid")
+    assert split_digest(data, "train") == before  # another split
+    (data / "train.jsonl").write_text("other references")
+    assert split_digest(data, "train") != before

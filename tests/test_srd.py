@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Sequence
@@ -195,6 +196,24 @@ def test_greedy_reflection_is_shared_across_seeds(processed: Path, tiny_models: 
 
     assert settings("--seed", "1") == settings("--seed", "2")
     assert settings("--seed", "1", "--do-sample") != settings("--seed", "2", "--do-sample")
+
+
+def test_reflection_settings_name_the_student_by_content(processed: Path, tiny_models: dict, tmp_path: Path) -> None:
+    """A copy of the initial student (a study directory copied, a checkpoint moved) reuses the reflection; the same
+    path holding retrained weights does not."""
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_models["gpt2"]["student"], copy)
+
+    def settings(model: Path) -> dict:
+        argv = _reflect_argv(tiny_models, processed, tmp_path / "srd")
+        argv[argv.index("--model-path") + 1] = str(model)
+        return srd.reflection_settings(*srd.parse_reflect_args(argv), 200)
+
+    original = settings(tiny_models["gpt2"]["student"])
+    assert settings(copy) == original
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
+    assert srd.settings_conflict(original, settings(copy)) == ["model_sha256"]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -49,7 +49,8 @@ from distill.config import (ConfigError, GenerationConfig, InputError, _check, _
                             parse_configs)
 from distill.generation import generate_split  # noqa: E402
 from distill.models import DTYPES, check_model_dir, is_adapter_dir, load_model, load_tokenizer  # noqa: E402
-from distill.parts import PartStore, compute_parts, part_ranges, part_seed, rank0_decides, read_jsonl  # noqa: E402
+from distill.parts import (PartStore, compute_parts, model_digest, part_ranges, part_seed, rank0_decides,  # noqa: E402
+                           read_jsonl, split_digest)
 
 #: Fields the processing tool derives from a record (the rendered prompt); left out of the raw output.
 DERIVED_FIELDS = frozenset({"prompt"})
@@ -108,8 +109,9 @@ def run_settings(cfg: SeqKDConfig, gen: GenerationConfig, num_examples: int) -> 
     """What decides the content of the parts; a resumed run must match it. Batch size and world size are left out:
     they only change how the work is split (greedy answers may differ in the last float bits, not in kind)."""
     return {
-        "teacher": cfg.model_path, "teacher_peft": cfg.peft_path,
-        "data_dir": str(Path(cfg.data_dir).resolve()), "split": cfg.split,  # type: ignore[arg-type]
+        # Contents, not paths (distill.parts): a moved teacher or dataset still resumes, a retrained one does not.
+        "teacher_sha256": model_digest(cfg.model_path), "teacher_peft_sha256": model_digest(cfg.peft_path),
+        "data_sha256": split_digest(cfg.data_dir, cfg.split), "split": cfg.split,  # type: ignore[arg-type]
         "num_examples": num_examples, "part_size": cfg.part_size, "dtype": cfg.dtype,
         "max_prompt_length": cfg.max_prompt_length, "seed": cfg.seed,
         "generation": {k: v for k, v in asdict(gen).items() if k != "eval_batch_size"},
