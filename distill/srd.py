@@ -396,7 +396,7 @@ def write_stage_data(src_dir: Path, indices: Sequence[int], out_dir: Path, stage
                 os.symlink((src_dir / name).resolve(), tmp / name)
         meta_src = src_dir / "meta.json"
         meta = json.loads(meta_src.read_text(encoding="utf-8")) if meta_src.is_file() else {}
-        meta["srd"] = {"stage": stage, "source": marker["source"], "train_examples": len(indices)}
+        meta["srd"] = {"stage": stage, "source": str(src_dir.resolve()), "train_examples": len(indices)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / STAGE_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
 
