@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from data_utils.atomic import write_json_atomic, write_jsonl_atomic
+from data_utils.datasets import split_prefix
 from distill import dist
 from distill.config import InputError
 
@@ -78,8 +79,6 @@ def model_digest(path: Optional[str | Path]) -> Optional[str]:
 def split_digest(data_dir: str | Path, split: str) -> str:
     """Fingerprint of a processed split: its token ids (``<split>_0.bin/.idx``) and, when present, its raw records
     (``<split>.jsonl``, whose references Rouge-L reads)."""
-    from data_utils.datasets import split_prefix
-
     prefix = split_prefix(Path(data_dir), split)
     files = [prefix.with_suffix(".bin"), prefix.with_suffix(".idx"), Path(data_dir) / f"{split}.jsonl"]
     return files_digest([f for f in files if f.is_file()])

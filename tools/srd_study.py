@@ -88,8 +88,6 @@ def render(rows: list[dict[str, Any]], setup: str, teacher_rouge: float, reflect
     return "\n".join(lines) + "\n"
 
 
-
-
 def variant_name(kind: str, stage_epochs: int, stages: int, num_parts: int, temperatures: list[float]) -> str:
     """The SRD arm's name (its directory ``srd-<name>`` and its doc markers): ``<kind>-e<stage epochs>``, then
     ``-k<stages>`` when not the default number of trained stages and ``-t<taus>`` when not the default schedule."""
