@@ -4,6 +4,7 @@
 Usage (from the repository root)::
 
     python tools/make_synthetic_data.py [--out-dir data/synth] [--num-train 5000] [--num-valid 500] [--seed 1]
+                                        [--noise-frac 0.0]
 
 writes ``<out-dir>/train.jsonl`` and ``<out-dir>/valid.jsonl`` in the raw instruction format of this line of work:
 one JSON object per line with ``instruction``, ``input`` (may be ""), ``output``, ``category`` plus ``difficulty``
@@ -21,6 +22,10 @@ Design (see docs/synthetic_data.md):
 * Validation prompts never repeat a training (instruction, input) pair exactly: algorithmic tasks hold out a
   hash-defined 10% of their inputs; knowledge tasks ask about facts that training mentions, but with a question
   template that training never uses for that fact.
+* ``--noise-frac F`` (default 0: every label correct) gives a noisy-label variant: a seeded fraction F of the
+  *training* outputs is replaced by the output of a training example of another category (a mismatched response,
+  the commonest defect of collected instruction data) and marked ``"noisy": true``; validation stays clean. The clean
+  records are byte-identical to those of the default data.
 
 Only the standard library is used; all randomness comes from ``random.Random`` instances (never the global RNG).
 """
@@ -761,15 +766,49 @@ def _generate_split(ctx: _Context, n: int) -> tuple[list[dict], set[tuple[str, s
     return records, facts
 
 
-def generate(num_train: int, num_valid: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """Build (train, valid) record lists. Deterministic in (num_train, num_valid, seed); the world is fixed.
+def _check_noise_frac(noise_frac: float) -> None:
+    if isinstance(noise_frac, bool) or not isinstance(noise_frac, (int, float)) or not 0.0 <= noise_frac < 1.0:
+        raise ValueError(f"noise_frac must be in [0, 1) (got {noise_frac!r}); pass e.g. noise_frac=0.2")
+
+
+def add_label_noise(train: list[dict], noise_frac: float, seed: int) -> list[dict]:
+    """A copy of ``train`` in which ``round(noise_frac * len(train))`` records (chosen by ``seed``) answer with the
+    output of a record of another category, that output as their only reference, and ``"noisy": True``.
+
+    A donor's output is never one of the record's own references (``"4"`` answers both a count and a sum), so every
+    marked record is wrong. The donor outputs are read from the clean records, so a corrupted record never passes on
+    another's corruption; the other records are returned unchanged, in order. Uses its own RNG stream, so the clean
+    data do not depend on ``noise_frac``.
+    """
+    _check_noise_frac(noise_frac)
+    k = round(noise_frac * len(train))
+    if k == 0:
+        return list(train)
+    rng = random.Random(f"synthetic-noise-{seed}")
+    out = list(train)
+    for i in sorted(rng.sample(range(len(train)), k)):
+        rec = train[i]
+        donors = [r["output"] for r in train
+                  if r["category"] != rec["category"] and r["output"] not in rec["references"]]
+        if not donors:
+            raise ValueError("label noise needs training records of at least two categories; pass more --num-train")
+        wrong = rng.choice(donors)
+        out[i] = {**rec, "output": wrong, "references": [wrong], "noisy": True}
+    return out
+
+
+def generate(num_train: int, num_valid: int, seed: int, noise_frac: float = 0.0) -> tuple[list[dict], list[dict]]:
+    """Build (train, valid) record lists. Deterministic in (num_train, num_valid, seed, noise_frac); the world is
+    fixed.
 
     Valid never repeats a training (instruction, input) pair; its knowledge questions are about facts that the
-    training records mention.
+    training records mention. ``noise_frac`` > 0 corrupts that fraction of the training labels
+    (:func:`add_label_noise`); valid is never corrupted.
     """
     for name, value in (("num_train", num_train), ("num_valid", num_valid)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer (got {value!r}); pass e.g. {name}=500")
+    _check_noise_frac(noise_frac)
     world = build_world()
     train_ctx = _Context("train", seed, random.Random(f"synthetic-train-{seed}"), world)
     train, seen = _generate_split(train_ctx, num_train)
@@ -779,7 +818,7 @@ def generate(num_train: int, num_valid: int, seed: int) -> tuple[list[dict], lis
     clash = next((r for r in valid if (r["instruction"], r["input"]) in train_keys), None)
     if clash is not None:  # guaranteed by construction; checked because the whole evaluation relies on it
         raise AssertionError(f"internal error: valid prompt also in train: {clash['instruction']!r}")
-    return train, valid
+    return add_label_noise(train, noise_frac, seed), valid
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -822,6 +861,10 @@ def summary_table(train: Sequence[dict], valid: Sequence[dict]) -> str:
         lines.append(f"{cat:<16} {len(tr):>6} {va:>6} {words:>9.1f} {drange:>10} {refs:>5.1f}")
     lines.append("-" * len(header))
     lines.append(f"{'total':<16} {len(train):>6} {len(valid):>6}")
+    noisy = sum(bool(r.get("noisy")) for r in train)
+    if noisy:
+        lines.append(f"label noise: {noisy} of {len(train)} training outputs are another category's answer "
+                     "(marked \"noisy\": true)")
     return "\n".join(lines)
 
 
@@ -851,6 +894,17 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"--seed must be an integer (got {text!r}); pass e.g. --seed 1") from None
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"--noise-frac must be a number in [0, 1) (got {text!r}); pass e.g. "
+                                         "--noise-frac 0.2")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = _OneLineParser(prog="make_synthetic_data.py",
                        description="Write the built-in synthetic instruction dataset (train.jsonl, valid.jsonl).")
@@ -858,6 +912,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-train", type=_positive_int("--num-train"), default=5000, help="training examples")
     p.add_argument("--num-valid", type=_positive_int("--num-valid"), default=500, help="validation examples")
     p.add_argument("--seed", type=_int, default=1, help="data seed (the fictional world does not depend on it)")
+    p.add_argument("--noise-frac", type=_fraction, default=0.0,
+                   help="fraction of training outputs replaced by another category's answer, marked \"noisy\": true "
+                        "(default 0: every label correct; validation is never corrupted)")
     args = p.parse_args(argv)
     if args.out_dir.exists() and not args.out_dir.is_dir():
         p.error(f"--out-dir {args.out_dir} exists and is not a directory; pass a directory path")
@@ -872,7 +929,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"make_synthetic_data.py: error: cannot create --out-dir {args.out_dir} ({e.strerror}); "
               "pass a writable directory", file=sys.stderr)
         return 2
-    train, valid = generate(args.num_train, args.num_valid, args.seed)
+    train, valid = generate(args.num_train, args.num_valid, args.seed, args.noise_frac)
     write_jsonl_atomic(args.out_dir / "train.jsonl", train)
     write_jsonl_atomic(args.out_dir / "valid.jsonl", valid)
     print(summary_table(train, valid))
