@@ -95,6 +95,14 @@ def test_srd_study_category_table_counts_parts(tmp_path: Path) -> None:
     table = category_table([tmp_path / "plain"], [tmp_path / "srd"], ranking, train, num_parts=2, trained=1)
     assert "part 1 is never trained" in table
     assert "| copy | 20.0 | 5.0 | -15.0 | 0 / 2 |" in table and "| story | 60.0 | 70.0 | +10.0 | 2 / 0 |" in table
+    assert "corrupted label" not in table  # clean data: no noise line
+
+    # data with marked wrong labels (make_synthetic_data.py --noise-frac): where the ranking put them
+    train.write_text("".join(json.dumps({"category": c, **({"noisy": True} if n else {})}) + "\n"
+                             for c, n in [("copy", True), ("story", False), ("copy", False), ("story", True)]))
+    table = category_table([tmp_path / "plain"], [tmp_path / "srd"], ranking, train, num_parts=2, trained=1)
+    assert "corrupted label (`noisy`) in each part, easiest first: 1 / 1 of 2 / 2 (50 % of them in the untrained" \
+        in table
 
 
 def test_srd_study_table_criteria_and_sft_reference() -> None:

@@ -78,6 +78,10 @@ def test_cli_same_seed_is_byte_identical_and_other_seed_differs(tmp_path: Path) 
     (["--num-valid", "0"], "--num-valid"),
     (["--num-train", "many"], "--num-train"),
     (["--seed", "x"], "--seed"),
+    (["--noise-frac", "1"], "--noise-frac"),
+    (["--noise-frac", "-0.1"], "--noise-frac"),
+    (["--noise-frac", "nan"], "--noise-frac"),
+    (["--noise-frac", "lots"], "--noise-frac"),
 ])
 def test_cli_bad_input_is_one_line_error_exit_2(tmp_path: Path, args: list[str], flag: str) -> None:
     out = tmp_path / "out"
@@ -110,6 +114,57 @@ def test_generate_is_deterministic_and_ignores_global_rng() -> None:
     b = msd.generate(120, 40, seed=5)
     assert a == b
     assert msd.generate(120, 40, seed=6) != a
+
+
+# ------------------------------------------------------------------------------------------------ label noise
+
+
+def test_label_noise_corrupts_the_asked_fraction_of_train_only_and_marks_it(splits) -> None:
+    train, valid = splits
+    noisy_train, noisy_valid = msd.generate(NUM_TRAIN, NUM_VALID, seed=7, noise_frac=0.2)
+    assert noisy_valid == valid  # validation is never corrupted
+    marked = [i for i, r in enumerate(noisy_train) if r.get("noisy")]
+    assert len(marked) == round(0.2 * NUM_TRAIN)
+    clean_outputs = {r["category"]: set() for r in train}
+    for r in train:
+        clean_outputs[r["category"]].add(r["output"])
+    for i, (clean, noisy) in enumerate(zip(train, noisy_train)):
+        if i not in set(marked):
+            assert noisy == clean  # untouched records are exactly the default data's
+            continue
+        assert noisy["noisy"] is True and noisy["references"] == [noisy["output"]]
+        assert {k: v for k, v in noisy.items() if k not in ("output", "references", "noisy")} == \
+            {k: v for k, v in clean.items() if k not in ("output", "references")}
+        assert noisy["output"] not in clean["references"]  # every marked label is wrong
+        # the wrong answer is a real answer of another category (a mismatched response), not invented text
+        assert any(noisy["output"] in outs for cat, outs in clean_outputs.items() if cat != clean["category"])
+    # corrupted records spread over the categories rather than hitting one
+    assert len({noisy_train[i]["category"] for i in marked}) == len(msd.TASKS)
+
+
+def test_label_noise_is_deterministic_and_zero_is_the_default(splits) -> None:
+    a = msd.generate(300, 40, seed=3, noise_frac=0.3)
+    assert a == msd.generate(300, 40, seed=3, noise_frac=0.3)
+    assert a != msd.generate(300, 40, seed=4, noise_frac=0.3)
+    assert msd.generate(300, 40, seed=3, noise_frac=0.0) == msd.generate(300, 40, seed=3)
+    assert not any("noisy" in r for r in msd.generate(300, 40, seed=3)[0])
+
+
+@pytest.mark.parametrize("frac", [1.0, -0.01, True, "0.2"])
+def test_label_noise_rejects_bad_fractions(frac) -> None:
+    with pytest.raises(ValueError, match="noise_frac"):
+        msd.generate(50, 10, seed=1, noise_frac=frac)
+
+
+def test_cli_noise_frac_prints_the_count_and_keeps_valid_clean(tmp_path: Path) -> None:
+    args = ["--num-train", "200", "--num-valid", "60", "--seed", "3"]
+    res = _run_cli("--out-dir", str(tmp_path / "n"), *args, "--noise-frac", "0.25")
+    assert res.returncode == 0, res.stderr
+    assert "label noise: 50 of 200" in res.stdout
+    assert _run_cli("--out-dir", str(tmp_path / "c"), *args).returncode == 0
+    assert (tmp_path / "n" / "valid.jsonl").read_bytes() == (tmp_path / "c" / "valid.jsonl").read_bytes()
+    train = [json.loads(line) for line in (tmp_path / "n" / "train.jsonl").read_text().splitlines()]
+    assert sum(bool(r.get("noisy")) for r in train) == 50
 
 
 # ------------------------------------------------------------------------------------------------ format and mix

@@ -104,11 +104,14 @@ def category_table(plain_evals: list[Path], srd_evals: list[Path], ranking: Path
     plain, srd_ = category_rouge(plain_evals), category_rouge(srd_evals)
     if set(plain) <= {"all"} or not ranking.exists() or not train_jsonl.exists():
         return ""
-    cats = [json.loads(line).get("category") for line in train_jsonl.read_text().splitlines()]
+    train = [json.loads(line) for line in train_jsonl.read_text().splitlines()]
     parts: dict[str, list[int]] = {}
+    noisy, sizes = [0] * num_parts, [0] * num_parts
     for line in ranking.read_text().splitlines():
         r = json.loads(line)
-        parts.setdefault(cats[r["index"]], [0] * num_parts)[r["part"]] += 1
+        parts.setdefault(train[r["index"]].get("category"), [0] * num_parts)[r["part"]] += 1
+        sizes[r["part"]] += 1
+        noisy[r["part"]] += bool(train[r["index"]].get("noisy"))
     dropped = ("" if trained == num_parts else f" (part {trained} is never trained)" if trained == num_parts - 1
                else f" (parts {trained} to {num_parts - 1} are never trained)")
     lines = ["", "Rouge-L by task category (mean over seeds) and the category's training examples in each part, "
@@ -117,6 +120,10 @@ def category_table(plain_evals: list[Path], srd_evals: list[Path], ranking: Path
     for c in sorted(plain):
         lines.append(f"| {c} | {plain[c]:.1f} | {srd_.get(c, float('nan')):.1f} | "
                      f"{srd_.get(c, float('nan')) - plain[c]:+.1f} | {' / '.join(map(str, parts.get(c, [])))} |")
+    if sum(noisy):  # data made with make_synthetic_data.py --noise-frac: did the ranking find the wrong labels?
+        lines += ["", f"Training examples with a corrupted label (`noisy`) in each part, easiest first: "
+                      f"{' / '.join(map(str, noisy))} of {' / '.join(map(str, sizes))} "
+                      f"({100 * sum(noisy[trained:]) / sum(noisy):.0f} % of them in the untrained part(s))."]
     return "\n".join(lines) + "\n"
 
 
