@@ -7,7 +7,8 @@ SRD is a data layer in front of any white-box KD loss:
    (:func:`run_reflection`, ``tools/srd_reflect.py``; written to ``<srd-dir>/reflection.jsonl``, resumable by parts).
 2. **Ranking** — examples are ranked by Rouge-L (high = easy) and by loss (low = easy); the ranks are fused by
    reciprocal-rank fusion, ``score = 1/(k + r_rouge) + 1/(k + r_loss)``, and sorted easy -> hard
-   (:func:`rank_examples`).
+   (:func:`rank_examples`); or, with ``--stratify-by FIELD``, within each group of that field of ``train.jsonl``
+   (e.g. the task category), every group cut into parts of its own (:func:`stratified_ranking`).
 3. **Staging** — the sorted list is cut into ``num_stages`` equal parts; stage ``i`` trains on the first ``i + 1``
    parts (cumulative), and only ``keep_stages`` stages are trained, so the hardest parts are never used
    (:func:`part_sizes`, :func:`stage_index_lists`, :func:`write_stage_data`).
@@ -99,6 +100,37 @@ def rank_examples(rouge: Sequence[float], loss: Sequence[Optional[float]], rank_
     return [{"index": i, "rank_rouge": r_rouge[i], "rank_loss": r_loss[i], "score": score[i]} for i in order]
 
 
+def stratified_ranking(rouge: Sequence[float], loss: Sequence[Optional[float]], groups: Sequence[str],
+                       num_parts: int, rank_by: str = "rrf", k: float = 60.0) -> tuple[list[dict[str, Any]], list[int]]:
+    """Rank within each group and cut every group into ``num_parts`` parts of its own: ``(ranked, sizes)``.
+
+    Part ``p`` of the whole is the union of the groups' parts ``p``, so every group keeps the same share of its
+    examples in each stage (a group smaller than ``num_parts`` fills its first parts only). One global ranking (the
+    default, :func:`rank_examples`) compares Rouge-L and loss across tasks whose scales differ (an open-ended story
+    scores a low Rouge-L whatever its quality) and so drops whole tasks; this one drops each task's hardest examples.
+    ``ranked`` is easy -> hard as in :func:`rank_examples` (ranks and score are within the group) plus ``group``;
+    inside a part, examples are ordered by their relative position in their group, then by index.
+    """
+    if len(groups) != len(rouge):
+        raise ValueError(f"{len(groups)} group labels but {len(rouge)} examples")
+    if len(rouge) < num_parts:
+        part_sizes(len(rouge), num_parts)  # raises the usual error
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    keyed = []
+    for g, idx in sorted(members.items()):
+        ranked = rank_examples([rouge[i] for i in idx], [loss[i] for i in idx], rank_by, k)
+        base, extra = divmod(len(idx), num_parts)
+        part_of = np.repeat(np.arange(num_parts), [base + (p < extra) for p in range(num_parts)])
+        for pos, r in enumerate(ranked):
+            keyed.append(((int(part_of[pos]), (pos + 0.5) / len(idx), idx[r["index"]]),
+                          {**r, "index": idx[r["index"]], "group": g}))
+    keyed.sort(key=lambda e: e[0])
+    sizes = np.bincount([key[0] for key, _ in keyed], minlength=num_parts).tolist()
+    return [r for _, r in keyed], sizes
+
+
 def part_sizes(n: int, num_parts: int) -> list[int]:
     """Sizes of ``num_parts`` consecutive parts of ``n`` items: differ by at most 1, earlier parts larger."""
     if num_parts < 1:
@@ -114,13 +146,18 @@ def default_keep_stages(num_stages: int) -> int:
     return max(num_stages - 1, 1)
 
 
-def stage_index_lists(order: Sequence[int], num_stages: int, keep_stages: Optional[int] = None) -> list[list[int]]:
+def stage_index_lists(order: Sequence[int], num_stages: int, keep_stages: Optional[int] = None,
+                      sizes: Optional[Sequence[int]] = None) -> list[list[int]]:
     """Example indices each trained stage uses: stage ``i`` = the first ``i + 1`` parts of the easy -> hard ``order``
-    (cumulative). Only ``keep_stages`` stages (default ``num_stages - 1``) are returned."""
+    (cumulative). Only ``keep_stages`` stages (default ``num_stages - 1``) are returned. ``sizes``: the parts'
+    sizes (default equal parts, :func:`part_sizes`; :func:`stratified_ranking` gives its own)."""
     keep = default_keep_stages(num_stages) if keep_stages is None else keep_stages
     if not 1 <= keep <= num_stages:
         raise ValueError(f"--keep-stages must be in 1..{num_stages} (--num-stages), got {keep}")
-    sizes = part_sizes(len(order), num_stages)
+    if sizes is None:
+        sizes = part_sizes(len(order), num_stages)
+    elif len(sizes) != num_stages or sum(sizes) != len(order):
+        raise ValueError(f"part sizes {list(sizes)} do not cut {len(order)} examples into {num_stages} parts")
     ends = np.cumsum(sizes).tolist()
     return [list(order[: ends[i]]) for i in range(keep)]
 

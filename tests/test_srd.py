@@ -90,6 +90,35 @@ def test_stage_lists_are_cumulative_and_drop_the_hardest() -> None:
         srd.part_sizes(3, 4)
 
 
+def test_stratified_ranking_cuts_every_group_into_its_own_parts() -> None:
+    # Two groups on different Rouge-L scales: a global ranking would put all of "story" last and drop it.
+    groups = ["copy"] * 8 + ["story"] * 4 + ["tiny"]
+    rouge = [90.0, 80, 70, 60, 50, 40, 30, 20] + [9.0, 8, 7, 6] + [5.0]
+    loss = [float(i) for i in range(13)]  # agrees with Rouge-L inside each group
+    assert [r["index"] for r in srd.rank_examples(rouge, loss)][-4:] == [9, 10, 11, 12]
+    ranked, sizes = srd.stratified_ranking(rouge, loss, groups, num_parts=4)
+    assert sizes == [4, 3, 3, 3]  # copy 2/2/2/2, story 1/1/1/1, tiny (one example) in part 0
+    # parts {0, 1, 8, 12}, {2, 3, 9}, {4, 5, 10}, {6, 7, 11}; inside a part by relative position in the group
+    # (copy's 2nd of 8 at 1.5/8 comes before tiny's only example at 0.5/1)
+    assert [r["index"] for r in ranked] == [0, 8, 1, 12, 2, 9, 3, 4, 10, 5, 6, 11, 7]
+    assert [r["group"] for r in ranked[:4]] == ["copy", "story", "copy", "tiny"]
+    assert ranked[0]["rank_rouge"] == 1.0 and ranked[1]["rank_rouge"] == 1.0  # ranks are within the group
+    stages = srd.stage_index_lists([r["index"] for r in ranked], 4, sizes=sizes)
+    assert [len(s) for s in stages] == [4, 7, 10]
+    dropped = set(range(13)) - set(stages[-1])
+    assert dropped == {6, 7, 11}  # each group's hardest quarter, not a whole group
+    # one group: the same order as the global ranking
+    one, one_sizes = srd.stratified_ranking(rouge, loss, ["x"] * 13, 4)
+    assert [r["index"] for r in one] == [r["index"] for r in srd.rank_examples(rouge, loss)]
+    assert one_sizes == srd.part_sizes(13, 4)
+    with pytest.raises(ValueError, match="group labels"):
+        srd.stratified_ranking(rouge, loss, groups[:-1], 4)
+    with pytest.raises(ValueError, match="lower --num-stages"):
+        srd.stratified_ranking([1.0, 2.0], [1.0, 2.0], ["a", "b"], 4)
+    with pytest.raises(ValueError, match="do not cut"):
+        srd.stage_index_lists(list(range(13)), 4, sizes=[4, 3, 3, 2])
+
+
 def test_temperature_schedule() -> None:
     assert srd.temperature_schedule(3) == [1.0, 1.5, 2.0]
     assert srd.temperature_schedule(5, start=1.0, end=3.0) == [1.0, 1.5, 2.0, 2.5, 3.0]
@@ -309,10 +338,31 @@ def test_runner_end_to_end_resume_and_report(processed: Path, tiny_models: dict,
     assert (save / "stage_1" / "18" / "trainer_state.json").is_file()
     assert "resumed from" in (save / "stage_1" / "log.txt").read_text()
 
+    # --stratify-by category: the same reflection, ranked within each category; every category keeps its share.
+    strat = tmp_path / "strat"
+    rec3 = Recorder()
+    srd_run.run_srd(_run_argv(tiny_models, processed, strat, "--stratify-by", "category", "--keep-stages", "1"),
+                    launcher=rec3)
+    assert [c[0] for c in rec3.calls] == ["train"]  # the reflection is shared
+    plan = json.loads((strat / srd_run.PLAN_FILE).read_text())
+    assert plan["settings"]["stratify_by"] == "category" and plan["ranking"].endswith("rrf-n3-k60-by-category/"
+                                                                                      "ranking.jsonl")
+    cats = [json.loads(line)["category"] for line in (processed / "train.jsonl").read_text().splitlines()]
+    stage0 = json.loads((Path(plan["stages"][0]["data_dir"]) / srd.STAGE_MARKER).read_text())["indices"]
+    for c in set(cats):  # a category of n examples has ceil(n / 3) of them in the first part
+        assert sum(cats[i] == c for i in stage0) == -(-cats.count(c) // 3)
+    reflection = srd.load_reflection(save.parent / "srd" / srd.REFLECTION_FILE, len(cats))
+    for c in set(cats):  # and they are its easiest by the fused rank within the category
+        idx = [i for i in range(len(cats)) if cats[i] == c]
+        ranked = srd.rank_examples([reflection[i]["rougeL"] for i in idx], [reflection[i]["loss"] for i in idx])
+        assert {i for i in stage0 if cats[i] == c} == {idx[r["index"]] for r in ranked[: -(-len(idx) // 3)]}
+
 
 def test_runner_refuses_bad_settings_before_any_work(processed: Path, tiny_models: dict, tmp_path: Path) -> None:
     save = tmp_path / "run"
     never = Recorder(allow=False)
+    with pytest.raises(InputError, match="--stratify-by colour: record 1 .* has no colour value"):
+        srd_run.run_srd(_run_argv(tiny_models, processed, save, "--stratify-by", "colour"), launcher=never)
     with pytest.raises(InputError, match="--type fkl ignores the KD temperature"):
         srd_run.run_srd(_run_argv(tiny_models, processed, save, "--type", "fkl"), launcher=never)
     with pytest.raises(InputError, match="--temperature-kld is set per stage"):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """SRD end to end: reflection -> ranking -> stage data -> curriculum KD stages -> best checkpoint -> report.
 
-    python tools/srd_run.py --num-stages 4 [--keep-stages 3] [--rank-by rrf] [--rrf-k 60] \\
+    python tools/srd_run.py --num-stages 4 [--keep-stages 3] [--rank-by rrf] [--rrf-k 60] [--stratify-by category] \\
         [--temperatures 1.0 1.5 2.0 | --temperature-start 1.0 --temperature-end 2.0] [--stage-init last] \\
         --model-path checkpoints/gpt2-base --teacher-model-path results/gpt2/train/sft/gpt2-xlarge/best \\
         --data-dir processed_data/dolly/full/gpt2 --save results/gpt2/train/srd/gpt2-base-tfkl --type tfkl \\
@@ -74,6 +74,9 @@ class SRDConfig:
     rank_by: Literal["rrf", "rouge", "loss"] = _opt("rrf", "Difficulty: Rouge-L rank, loss rank, or their "
                                                            "reciprocal-rank fusion.")
     rrf_k: float = _opt(60.0, "k of reciprocal-rank fusion: score = 1/(k + r_rouge) + 1/(k + r_loss).")
+    stratify_by: Optional[str] = _opt(None, "Field of train.jsonl (e.g. category) whose groups are ranked and cut "
+                                            "into parts separately, so each group loses only its own hardest "
+                                            "examples; default one ranking over all examples.")
     temperatures: Optional[list[float]] = _opt(None, "KD temperature of each trained stage (overrides "
                                                      "--temperature-start/--temperature-end).")
     temperature_start: float = _opt(1.0, "Temperature of the first stage (linear schedule).")
@@ -401,7 +404,8 @@ def find_baseline(cfg: SRDConfig, family: str, kind: str) -> tuple[Optional[Path
 def plan_settings(cfg: SRDConfig, args: TrainArgs, srd_dir: Path, temps: list[float], sizes: list[int]) -> dict:
     """What fixes a run's stages; resuming with other values would mix two runs in one directory."""
     return {"type": args.distill.type, "num_stages": cfg.num_stages, "keep_stages": cfg.trained_stages,
-            "rank_by": cfg.rank_by, "rrf_k": cfg.rrf_k, "temperatures": temps, "stage_init": cfg.stage_init,
+            "rank_by": cfg.rank_by, "rrf_k": cfg.rrf_k, "stratify_by": cfg.stratify_by, "temperatures": temps,
+            "stage_init": cfg.stage_init,
             "model_path": str(Path(args.model.model_path).resolve()),  # type: ignore[arg-type]
             "data_dir": str(Path(args.data.data_dir).resolve()), "srd_dir": str(srd_dir.resolve()),  # type: ignore
             "part_sizes": sizes}
@@ -553,6 +557,26 @@ def check_inputs(cfg: SRDConfig, args: TrainArgs, passthrough: Sequence[str]) ->
                          f"re-run tools/process_data_dolly.py into that directory")
 
 
+def read_groups(data_dir: Path, field: Optional[str], num_examples: int) -> Optional[list[str]]:
+    """The ``field`` value of every training record (``--stratify-by``), or None without the flag. Read before the
+    reflection, so a field the data lacks stops the run at once."""
+    if field is None:
+        return None
+    path = data_dir / "train.jsonl"
+    groups = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate((line for line in f if line.strip()), 1):
+            value = json.loads(line).get(field)
+            if not isinstance(value, (str, int)) or isinstance(value, bool) or value == "":
+                raise InputError(f"--stratify-by {field}: record {n} of {path} has no {field} value ({value!r}); "
+                                 f"pass a field every record has (e.g. category), or leave the flag out")
+            groups.append(str(value))
+    if len(groups) != num_examples:
+        raise InputError(f"{path} has {len(groups)} records but the binary split has {num_examples}: re-run the "
+                         f"processing tool")
+    return groups
+
+
 def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] = None) -> dict[str, Any]:
     """The whole pipeline; returns the report (also in ``<save>/srd_report.json``)."""
     cfg, rest = split_argv(sys.argv[1:] if argv is None else argv)
@@ -563,7 +587,9 @@ def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] =
     try:
         temps = srd.temperature_schedule(n_stages, cfg.temperatures, cfg.temperature_start, cfg.temperature_end)
         num_examples = len(IndexedDataset(split_prefix(args.data.data_dir, "train")))  # type: ignore[arg-type]
-        sizes = srd.part_sizes(num_examples, cfg.num_stages)
+        groups = read_groups(Path(args.data.data_dir), cfg.stratify_by, num_examples)  # type: ignore[arg-type]
+        sizes = (srd.part_sizes(num_examples, cfg.num_stages) if groups is None else
+                 srd.stratified_ranking([0.0] * num_examples, [0.0] * num_examples, groups, cfg.num_stages)[1])
     except ValueError as e:
         raise InputError(str(e)) from None
     epochs = per_stage(cfg.stage_epochs, n_stages, "--stage-epochs")
@@ -571,7 +597,8 @@ def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] =
     save = Path(args.train.save)  # type: ignore[arg-type]
     srd_dir = Path(cfg.srd_dir) if cfg.srd_dir else default_srd_dir(args.data.data_dir,  # type: ignore[arg-type]
                                                                     args.model.model_path)  # type: ignore[arg-type]
-    stage_root = srd_dir / (f"{cfg.rank_by}-n{cfg.num_stages}" + (f"-k{cfg.rrf_k:g}" if cfg.rank_by == "rrf" else ""))
+    stage_root = srd_dir / (f"{cfg.rank_by}-n{cfg.num_stages}" + (f"-k{cfg.rrf_k:g}" if cfg.rank_by == "rrf" else "")
+                            + (f"-by-{cfg.stratify_by}" if cfg.stratify_by else ""))
     stage_saves = [save / f"stage_{i}" for i in range(n_stages)]
     world = cfg.nproc_per_node if cfg.launcher == "torchrun" else 1
     run_name = args.train.run_name or save.name
@@ -614,11 +641,14 @@ def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] =
 
     # 2. Ranking and 3. stage data.
     reflection = srd.load_reflection(srd_dir / srd.REFLECTION_FILE, num_examples)
-    ranked = srd.rank_examples([r["rougeL"] for r in reflection], [r["loss"] for r in reflection], cfg.rank_by,
-                               cfg.rrf_k)
+    rouge, losses = [r["rougeL"] for r in reflection], [r["loss"] for r in reflection]
+    if groups is None:
+        ranked = srd.rank_examples(rouge, losses, cfg.rank_by, cfg.rrf_k)
+    else:
+        ranked, sizes = srd.stratified_ranking(rouge, losses, groups, cfg.num_stages, cfg.rank_by, cfg.rrf_k)
     srd.write_ranking(stage_root / srd.RANKING_FILE, ranked, reflection, sizes)
     order = [r["index"] for r in ranked]
-    for i, idx in enumerate(srd.stage_index_lists(order, cfg.num_stages, n_stages)):
+    for i, idx in enumerate(srd.stage_index_lists(order, cfg.num_stages, n_stages, sizes)):
         built = srd.write_stage_data(Path(args.data.data_dir), idx, stage_root / f"stage_{i}", i)  # type: ignore
         print(f"stage {i} data: {len(idx)} examples in {stage_root / f'stage_{i}'} "
               f"({'written' if built else 'current; kept'})", flush=True)

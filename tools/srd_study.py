@@ -21,7 +21,7 @@ their outputs exist, so an interrupted study resumes. Writes ``<out>/report.json
 ``--doc``, the same table into that markdown file between the markers ``<!-- KEY VARIANT -->`` and
 ``<!-- /KEY VARIANT -->`` (KEY: ``--doc-key``, default ``srd-study``;
 VARIANT: ``TYPE-eN`` with N the epochs per stage, ``-tT0-T1-T2`` added for a temperature schedule other than the
-default).
+default, ``-by-FIELD`` for ``--stratify-by FIELD``).
 
     python tools/srd_study.py --teacher results/quickstart/sft-teacher/best \
         --student checkpoints/tiny-gpt2-student --data-dir processed_data/synth/full/gpt2 --out results/srd_study \
@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                                                          "dropped; --num-stages: every part used)")
     parser.add_argument("--temperatures", nargs="+", type=float,
                         help="tau of each trained stage (default: linear 1 -> 2, srd_run.py's default)")
+    parser.add_argument("--stratify-by", help="srd_run.py --stratify-by: rank and cut each group of this train.jsonl "
+                                              "field (e.g. category) separately")
     parser.add_argument("--kd-ratio", type=float, default=0.5, help="both arms' --kd-ratio")
     parser.add_argument("--doc-key", default="srd-study",
                         help="--doc markers: <!-- KEY VARIANT --> ... <!-- /KEY VARIANT --> (another key keeps a "
@@ -192,7 +194,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return json.loads((save / "summary.json").read_text())["sets"]["valid"]["rougeL_mean"]
 
     # Another stage length or temperature schedule is another SRD arm, beside the same plain runs.
-    variant = variant_name(args.type, args.stage_epochs, stages, args.num_stages, temperatures)
+    variant = variant_name(args.type, args.stage_epochs, stages, args.num_stages, temperatures) \
+        + (f"-by-{args.stratify_by}" if args.stratify_by else "")
     plain_root = out / f"{args.type}-e{args.epochs}"  # another length is another plain arm
     srd_root = out / f"srd-{variant}"  # variants share the plain arm
     rows, reflection_s = [], None
@@ -207,6 +210,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         timed([py, "tools/srd_run.py", "--model-path", student, *teacher,
                "--type", args.type, *common, "--num-stages", str(args.num_stages),
                "--keep-stages", str(stages), "--temperatures", *map(str, temperatures),
+               *(["--stratify-by", args.stratify_by] if args.stratify_by else []),
                "--epochs", str(args.stage_epochs),
                "--srd-dir", str(out / "srd_data"), "--baseline-dir", str(plain / "train"), "--seed", str(seed),
                "--save", str(srd_save / "train")],
@@ -234,7 +238,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 if args.warm_epochs else "")
              + f". Both arms: kd-ratio {args.kd_ratio:g}. Plain: `--type {args.type}`, tau {args.baseline_temperature:g}, {args.epochs} epochs on all "
              f"examples. SRD: {args.num_stages} parts, {stages} cumulative stages at tau "
-             f"{' -> '.join(f'{t:g}' for t in temperatures)}, {args.stage_epochs} epochs each. Flags for every "
+             f"{' -> '.join(f'{t:g}' for t in temperatures)}, {args.stage_epochs} epochs each"
+             + (f", ranked and cut within each `{args.stratify_by}`" if args.stratify_by else "")
+             + ". Flags for every "
              f"run: `{' '.join(args.train_args)}`. Rouge-L: greedy, validation split. Train s: the trainer's own "
              f"training seconds (no start-up, evaluation or saving); wall s: whole processes, SRD stages summed, "
              f"reflection excluded (below).")
