@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
@@ -113,22 +114,33 @@ def stratified_ranking(rouge: Sequence[float], loss: Sequence[Optional[float]], 
     """
     if len(groups) != len(rouge):
         raise ValueError(f"{len(groups)} group labels but {len(rouge)} examples")
-    if len(rouge) < num_parts:
-        part_sizes(len(rouge), num_parts)  # raises the usual error
+    sizes = stratified_part_sizes(groups, num_parts)
     members: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
     keyed = []
     for g, idx in sorted(members.items()):
         ranked = rank_examples([rouge[i] for i in idx], [loss[i] for i in idx], rank_by, k)
-        base, extra = divmod(len(idx), num_parts)
-        part_of = np.repeat(np.arange(num_parts), [base + (p < extra) for p in range(num_parts)])
+        part_of = np.repeat(np.arange(num_parts), _split(len(idx), num_parts))
         for pos, r in enumerate(ranked):
             keyed.append(((int(part_of[pos]), (pos + 0.5) / len(idx), idx[r["index"]]),
                           {**r, "index": idx[r["index"]], "group": g}))
     keyed.sort(key=lambda e: e[0])
-    sizes = np.bincount([key[0] for key, _ in keyed], minlength=num_parts).tolist()
     return [r for _, r in keyed], sizes
+
+
+def stratified_part_sizes(groups: Sequence[str], num_parts: int) -> list[int]:
+    """Part sizes of :func:`stratified_ranking` (they depend on the group sizes only, so a run knows them before the
+    reflection): each group of ``n`` puts ``ceil`` or ``floor`` of ``n / num_parts`` in each part, earlier parts
+    first."""
+    part_sizes(len(groups), num_parts)  # the usual errors for num_parts < 1 or too few examples
+    return np.sum([_split(n, num_parts) for n in Counter(groups).values()], axis=0).tolist()
+
+
+def _split(n: int, num_parts: int) -> list[int]:
+    """``n`` items in ``num_parts`` consecutive parts that differ by at most 1, earlier parts larger."""
+    base, extra = divmod(n, num_parts)
+    return [base + 1 if i < extra else base for i in range(num_parts)]
 
 
 def part_sizes(n: int, num_parts: int) -> list[int]:
@@ -137,8 +149,7 @@ def part_sizes(n: int, num_parts: int) -> list[int]:
         raise ValueError(f"--num-stages must be >= 1, got {num_parts}")
     if n < num_parts:
         raise ValueError(f"{n} training examples cannot fill {num_parts} stages; lower --num-stages")
-    base, extra = divmod(n, num_parts)
-    return [base + 1 if i < extra else base for i in range(num_parts)]
+    return _split(n, num_parts)
 
 
 def default_keep_stages(num_stages: int) -> int:

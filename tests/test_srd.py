@@ -98,6 +98,7 @@ def test_stratified_ranking_cuts_every_group_into_its_own_parts() -> None:
     assert [r["index"] for r in srd.rank_examples(rouge, loss)][-4:] == [9, 10, 11, 12]
     ranked, sizes = srd.stratified_ranking(rouge, loss, groups, num_parts=4)
     assert sizes == [4, 3, 3, 3]  # copy 2/2/2/2, story 1/1/1/1, tiny (one example) in part 0
+    assert srd.stratified_part_sizes(groups, 4) == sizes  # known before the reflection
     # parts {0, 1, 8, 12}, {2, 3, 9}, {4, 5, 10}, {6, 7, 11}; inside a part by relative position in the group
     # (copy's 2nd of 8 at 1.5/8 comes before tiny's only example at 0.5/1)
     assert [r["index"] for r in ranked] == [0, 8, 1, 12, 2, 9, 3, 4, 10, 5, 6, 11, 7]

@@ -589,7 +589,7 @@ def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] =
         num_examples = len(IndexedDataset(split_prefix(args.data.data_dir, "train")))  # type: ignore[arg-type]
         groups = read_groups(Path(args.data.data_dir), cfg.stratify_by, num_examples)  # type: ignore[arg-type]
         sizes = (srd.part_sizes(num_examples, cfg.num_stages) if groups is None else
-                 srd.stratified_ranking([0.0] * num_examples, [0.0] * num_examples, groups, cfg.num_stages)[1])
+                 srd.stratified_part_sizes(groups, cfg.num_stages))
     except ValueError as e:
         raise InputError(str(e)) from None
     epochs = per_stage(cfg.stage_epochs, n_stages, "--stage-epochs")
