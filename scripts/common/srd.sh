@@ -6,8 +6,9 @@
 # curriculum KD stages (train_distill.py, rising temperature) -> best checkpoint across stages -> report table.
 # Re-running it resumes: finished steps are skipped, an interrupted stage continues from its newest checkpoint.
 # The divergence is --type (default tfkl; it must be a temperature kind: tfkl, trkl, tjsd, ttvd, tsfkl, tsrkl).
-# SRD flags (--num-stages, --keep-stages, --rank-by, --rrf-k, --stratify-by, --temperatures, --temperature-start/-end, --stage-init,
-# --stage-epochs, --stage-iters, --reflect-*) go to the runner; every other flag goes through to train_distill.py.
+# SRD flags (--num-stages, --keep-stages, --rank-by, --rrf-k, --stratify-by, --temperatures,
+# --temperature-start/-end, --stage-init, --stage-epochs, --stage-iters, --reflect-*) go to the runner; every other
+# flag goes through to train_distill.py.
 # Environment overrides: CKPT (student), TEACHER_CKPT, DATA_DIR, SAVE_PATH, SRD_DIR, BASELINE_DIR, DS_CONFIG,
 # GPUS_PER_NODE, MASTER_PORT. See docs/srd.md.
 SRD_MASTER_PORT=${MASTER_PORT:-}  # only a port the user chose is pinned; otherwise each launch takes a free one
