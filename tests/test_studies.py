@@ -103,6 +103,8 @@ def test_srd_study_category_table_counts_parts(tmp_path: Path) -> None:
     table = category_table([tmp_path / "plain"], [tmp_path / "srd"], ranking, train, num_parts=2, trained=1)
     assert "corrupted label (`noisy`) in each part, easiest first: 1 / 1 of 2 / 2 (50 % of them in the untrained" \
         in table
+    table = category_table([tmp_path / "plain"], [tmp_path / "srd"], ranking, train, num_parts=2, trained=2)
+    assert "easiest first: 1 / 1 of 2 / 2.\n" in table and "untrained" not in table
 
 
 def test_srd_study_table_criteria_and_sft_reference() -> None:

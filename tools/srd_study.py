@@ -122,8 +122,9 @@ def category_table(plain_evals: list[Path], srd_evals: list[Path], ranking: Path
                      f"{srd_.get(c, float('nan')) - plain[c]:+.1f} | {' / '.join(map(str, parts.get(c, [])))} |")
     if sum(noisy):  # data made with make_synthetic_data.py --noise-frac: did the ranking find the wrong labels?
         lines += ["", f"Training examples with a corrupted label (`noisy`) in each part, easiest first: "
-                      f"{' / '.join(map(str, noisy))} of {' / '.join(map(str, sizes))} "
-                      f"({100 * sum(noisy[trained:]) / sum(noisy):.0f} % of them in the untrained part(s))."]
+                      f"{' / '.join(map(str, noisy))} of {' / '.join(map(str, sizes))}"
+                      + (f" ({100 * sum(noisy[trained:]) / sum(noisy):.0f} % of them in the untrained part(s))."
+                         if trained < num_parts else ".")]
     return "\n".join(lines) + "\n"
 
 
