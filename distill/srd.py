@@ -390,7 +390,8 @@ def _id_bound(dtype: np.dtype) -> int:
     return 2**16 if dtype == np.dtype(np.uint16) else 2**32
 
 
-def _raw_lines(path: Path, expected: int) -> list[str]:
+def raw_lines(path: Path, expected: int) -> list[str]:
+    """The non-blank lines of a split's jsonl (newline-terminated); an InputError unless there are ``expected``."""
     with open(path, encoding="utf-8") as f:
         lines = [line if line.endswith("\n") else line + "\n" for line in f if line.strip()]
     if len(lines) != expected:
@@ -428,7 +429,7 @@ def write_stage_data(src_dir: Path, indices: Sequence[int], out_dir: Path, stage
     if stage_is_current(out_dir, marker):
         return False
     src = IndexedDataset(split_prefix(src_dir, "train"))
-    lines = _raw_lines(src_dir / "train.jsonl", len(src))
+    lines = raw_lines(src_dir / "train.jsonl", len(src))
     bad = [i for i in indices if not 0 <= i < len(src)]
     if bad:
         raise ValueError(f"example index {bad[0]} outside the {len(src)} examples of {src_dir}")

@@ -141,3 +141,5 @@ def test_srd_study_variant_names() -> None:
     assert variant_name("tfkl", 4, 3, 4, [1.0, 1.5, 2.0]) == "tfkl-e4"
     assert variant_name("tfkl", 1, 3, 4, [1.0, 1.0, 1.0]) == "tfkl-e1-t1-1-1"
     assert variant_name("tfkl", 3, 4, 4, temperature_schedule(4)) == "tfkl-e3-k4"  # 1 -> 2 linear
+    assert variant_name("tfkl", 4, 3, 4, [1.0, 1.5, 2.0], "category") == "tfkl-e4-by-category"
+    assert variant_name("tfkl", 1, 3, 4, [1.0, 1.0, 1.0], "category") == "tfkl-e1-t1-1-1-by-category"

@@ -564,16 +564,12 @@ def read_groups(data_dir: Path, field: Optional[str], num_examples: int) -> Opti
         return None
     path = data_dir / "train.jsonl"
     groups = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate((line for line in f if line.strip()), 1):
-            value = json.loads(line).get(field)
-            if not isinstance(value, (str, int)) or isinstance(value, bool) or value == "":
-                raise InputError(f"--stratify-by {field}: record {n} of {path} has no {field} value ({value!r}); "
-                                 f"pass a field every record has (e.g. category), or leave the flag out")
-            groups.append(str(value))
-    if len(groups) != num_examples:
-        raise InputError(f"{path} has {len(groups)} records but the binary split has {num_examples}: re-run the "
-                         f"processing tool")
+    for n, line in enumerate(srd.raw_lines(path, num_examples), 1):
+        value = json.loads(line).get(field)
+        if not isinstance(value, (str, int)) or isinstance(value, bool) or value == "":
+            raise InputError(f"--stratify-by {field}: record {n} of {path} has no {field} value ({value!r}); "
+                             f"pass a field every record has (e.g. category), or leave the flag out")
+        groups.append(str(value))
     return groups
 
 
@@ -645,7 +641,7 @@ def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] =
     if groups is None:
         ranked = srd.rank_examples(rouge, losses, cfg.rank_by, cfg.rrf_k)
     else:
-        ranked, sizes = srd.stratified_ranking(rouge, losses, groups, cfg.num_stages, cfg.rank_by, cfg.rrf_k)
+        ranked, _ = srd.stratified_ranking(rouge, losses, groups, cfg.num_stages, cfg.rank_by, cfg.rrf_k)  # sizes known
     srd.write_ranking(stage_root / srd.RANKING_FILE, ranked, reflection, sizes)
     order = [r["index"] for r in ranked]
     for i, idx in enumerate(srd.stage_index_lists(order, cfg.num_stages, n_stages, sizes)):

@@ -88,13 +88,16 @@ def render(rows: list[dict[str, Any]], setup: str, teacher_rouge: float, reflect
     return "\n".join(lines) + "\n"
 
 
-def variant_name(kind: str, stage_epochs: int, stages: int, num_parts: int, temperatures: list[float]) -> str:
+def variant_name(kind: str, stage_epochs: int, stages: int, num_parts: int, temperatures: list[float],
+                 stratify_by: Optional[str] = None) -> str:
     """The SRD arm's name (its directory ``srd-<name>`` and its doc markers): ``<kind>-e<stage epochs>``, then
-    ``-k<stages>`` when not the default number of trained stages and ``-t<taus>`` when not the default schedule."""
+    ``-k<stages>`` when not the default number of trained stages, ``-t<taus>`` when not the default schedule and
+    ``-by-<field>`` with ``--stratify-by``."""
     from distill.srd import default_keep_stages, temperature_schedule
 
     return (f"{kind}-e{stage_epochs}" + ("" if stages == default_keep_stages(num_parts) else f"-k{stages}")
-            + ("" if temperatures == temperature_schedule(stages) else "-t" + "-".join(f"{t:g}" for t in temperatures)))
+            + ("" if temperatures == temperature_schedule(stages) else "-t" + "-".join(f"{t:g}" for t in temperatures))
+            + (f"-by-{stratify_by}" if stratify_by else ""))
 
 
 def category_table(plain_evals: list[Path], srd_evals: list[Path], ranking: Path, train_jsonl: Path,
@@ -195,8 +198,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return json.loads((save / "summary.json").read_text())["sets"]["valid"]["rougeL_mean"]
 
     # Another stage length or temperature schedule is another SRD arm, beside the same plain runs.
-    variant = variant_name(args.type, args.stage_epochs, stages, args.num_stages, temperatures) \
-        + (f"-by-{args.stratify_by}" if args.stratify_by else "")
+    variant = variant_name(args.type, args.stage_epochs, stages, args.num_stages, temperatures, args.stratify_by)
     plain_root = out / f"{args.type}-e{args.epochs}"  # another length is another plain arm
     srd_root = out / f"srd-{variant}"  # variants share the plain arm
     rows, reflection_s = [], None
