@@ -5,7 +5,7 @@
 #               directory overrides it (the classic `bash scripts/x.sh /path/to/repo` form).
 #   PASS_ARGS   every remaining argument; scripts put them LAST on the Python command line, so a `--flag value`
 #               given to the script wins over the script's own default (argparse keeps the last occurrence).
-# and cd's to BASE_PATH. Environment variables (CKPT, TEACHER_CKPT, DATA_DIR, SAVE_PATH, GPUS_PER_NODE, MASTER_PORT,
+# and cd's to BASE_PATH, and resolves the precision (below). Environment variables (CKPT, TEACHER_CKPT, DATA_DIR, SAVE_PATH, GPUS_PER_NODE, MASTER_PORT,
 # DS_CONFIG, ...) override each script's defaults; the scripts read them as ${VAR:-default}.
 set -euo pipefail
 
@@ -20,7 +20,17 @@ export PYTHONPATH="${BASE_PATH}${PYTHONPATH:+:${PYTHONPATH}}"
 
 PYTHON=${PYTHON:-python}
 NNODES=${NNODES:-1}
-NUM_GPUS=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+# Hardware and precision, asked once per command (a nested launcher, e.g. one the quick start runs, inherits the
+# answer): NUM_GPUS, PRECISION_RESOLVED (fp32|bf16|fp16: the fastest native one for PRECISION=auto, else the one
+# forced, with a warning when it is emulated here) and PRECISION_INFO. Defaults below follow it: the DeepSpeed config
+# ds_config_zero<ZERO_STAGE>_<precision>.json and the teacher's dtype. See distill/hardware.py.
+PRECISION=${PRECISION:-auto}
+if [[ "${DISTILL_HW_FOR:-}" != "$PRECISION" ]]; then
+    hw=$("$PYTHON" -m distill.hardware --precision "$PRECISION" --shell) || exit 2
+    eval "$hw"
+    export NUM_GPUS PRECISION_RESOLVED PRECISION_INFO DISTILL_HW_FOR="$PRECISION"
+    echo "+ $PRECISION_INFO" >&2
+fi
 # One process per visible GPU; one CPU process where there is none (the offline default).
 GPUS_PER_NODE=${GPUS_PER_NODE:-$(( NUM_GPUS > 0 ? NUM_GPUS : 1 ))}
 if [[ "$NUM_GPUS" == "0" ]]; then
@@ -40,6 +50,11 @@ require_path() {
     fi
 }
 
+# default_ds_config: configs/deepspeed/ds_config_zero<ZERO_STAGE, default 1>_<resolved precision>.json, or DS_NAME's.
+default_ds_config() {
+    echo "${BASE_PATH}/configs/deepspeed/${DS_NAME:-ds_config_zero${ZERO_STAGE:-1}_${PRECISION_RESOLVED}}.json"
+}
+
 # has_flag NAME: true when the caller passed --NAME through, so a script can skip a default that would clash.
 has_flag() {
     local a
@@ -47,6 +62,20 @@ has_flag() {
         [[ "$a" == "--$1" || "$a" == "--$1="* ]] && return 0
     done
     return 1
+}
+
+# teacher_dtype_flags: TEACHER_DTYPE_FLAGS, the flag that runs the frozen teacher in the resolved precision
+# (--teacher-model-bf16 / --teacher-model-fp16; none for fp32), left out when the caller passed a teacher dtype flag.
+teacher_dtype_flags() {
+    TEACHER_DTYPE_FLAGS=()
+    local f
+    for f in teacher-model-bf16 no-teacher-model-bf16 teacher-model-fp16 no-teacher-model-fp16; do
+        has_flag "$f" && return 0
+    done
+    case "$PRECISION_RESOLVED" in
+        bf16) TEACHER_DTYPE_FLAGS=(--teacher-model-bf16) ;;
+        fp16) TEACHER_DTYPE_FLAGS=(--teacher-model-fp16) ;;
+    esac
 }
 
 # run_python FILE ARGS...: a single-process tool.

@@ -6,9 +6,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" "$@"
 
 QS_DIR=${QS_DIR:-results/quickstart}
 FAMILY=gpt2
-# The teacher trains in bf16 (1.3x faster on a CPU with AVX512-BF16, same quality); the students' matrices are too
-# small for bf16 to pay, so they stay fp32.
-DS_TEACHER=configs/deepspeed/ds_config_zero1_bf16.json
+# The teacher trains and teaches in the precision lib.sh resolved for this machine: bf16 where it is native (1.3x
+# faster on a CPU with AVX512-BF16, same quality), fp32 elsewhere (emulated bf16 was ~60x slower on an AVX2 CPU);
+# PRECISION=fp32|bf16 forces one. The students' matrices are too small for bf16 to pay, so they stay fp32.
+DS_TEACHER=configs/deepspeed/ds_config_zero1_${PRECISION_RESOLVED}.json
 DS=configs/deepspeed/ds_config_zero0_fp32.json
 DATA=processed_data/synth/full/${FAMILY}
 # Sized so the whole run fits in ~15 minutes on 2 CPU cores with a clear teacher/student gap (docs/quickstart.md).
@@ -48,11 +49,10 @@ stage sft-student "$QS_DIR/sft-student/best"  env CKPT=checkpoints/tiny-${FAMILY
 KD_ENV=(CKPT=checkpoints/tiny-${FAMILY}-student TEACHER_CKPT="$QS_DIR/sft-teacher/best" DATA_DIR="$DATA" DS_CONFIG="$DS"
         GPUS_PER_NODE=1)
 stage kd-fkl "$QS_DIR/kd-fkl/best"  env "${KD_ENV[@]}" SAVE_PATH="$QS_DIR/kd-fkl" \
-    bash scripts/${FAMILY}/kd/kd_base.sh "${COMMON[@]}" --epochs "$STUDENT_EPOCHS" --type fkl --kd-ratio 0.5 \
-    --teacher-model-bf16
+    bash scripts/${FAMILY}/kd/kd_base.sh "${COMMON[@]}" --epochs "$STUDENT_EPOCHS" --type fkl --kd-ratio 0.5
 stage kd-fkl-selective "$QS_DIR/kd-fkl-selective/best"  env "${KD_ENV[@]}" SAVE_PATH="$QS_DIR/kd-fkl-selective" \
     bash scripts/${FAMILY}/kd/kd_base.sh "${COMMON[@]}" --epochs "$STUDENT_EPOCHS" --type fkl --kd-ratio 0.5 \
-    --teacher-model-bf16 --token-ratio 0.5 --token-score student_entropy
+    --token-ratio 0.5 --token-score student_entropy
 # SRD ranks examples by how the initial student does on them, which says nothing for a random model (every answer
 # scores Rouge-L 0), so these two rows start from the SFT student above (standing in for a pretrained student) and
 # distil KD_EPOCHS more epochs: plain tfkl on all examples, and SRD splitting the same epochs into its 3 stages
@@ -62,12 +62,11 @@ SRD_STAGE_EPOCHS=$(( KD_EPOCHS / 3 > 0 ? KD_EPOCHS / 3 : 1 ))
 FROM_SFT_ENV=(CKPT="$QS_DIR/sft-student/best" TEACHER_CKPT="$QS_DIR/sft-teacher/best" DATA_DIR="$DATA" DS_CONFIG="$DS"
               GPUS_PER_NODE=1)
 stage kd-tfkl "$QS_DIR/kd-tfkl/best"  env "${FROM_SFT_ENV[@]}" SAVE_PATH="$QS_DIR/kd-tfkl" \
-    bash scripts/${FAMILY}/kd/kd_base.sh "${COMMON[@]}" --epochs "$KD_EPOCHS" --type tfkl --kd-ratio 0.5 \
-    --teacher-model-bf16 --eval-gen  # its validation Rouge-L is the baseline in SRD's report
+    bash scripts/${FAMILY}/kd/kd_base.sh "${COMMON[@]}" --epochs "$KD_EPOCHS" --type tfkl --kd-ratio 0.5 --eval-gen  # its validation Rouge-L is the baseline in SRD's report
 stage srd-tfkl "$QS_DIR/srd-tfkl/best"  env "${FROM_SFT_ENV[@]}" SAVE_PATH="$QS_DIR/srd-tfkl" \
     SRD_DIR="$QS_DIR/srd-data" BASELINE_DIR="$QS_DIR/kd-tfkl" \
     bash scripts/${FAMILY}/srd/train_0.1B_1.5B.sh "${COMMON[@]}" --epochs "$SRD_STAGE_EPOCHS" --type tfkl \
-    --kd-ratio 0.5 --teacher-model-bf16
+    --kd-ratio 0.5
 
 for run in sft-teacher sft-student kd-fkl kd-fkl-selective kd-tfkl srd-tfkl; do
     stage "eval-$run" "$QS_DIR/eval/$run/summary.json"  env CKPT="$QS_DIR/$run/best" SAVE_PATH="$QS_DIR/eval/$run" \

@@ -13,6 +13,7 @@ sized by configs/models/tiny-*.json) by the same code path as ``python tools/mak
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -236,11 +237,24 @@ def parrot_ckpt(tiny_models: dict[str, dict[str, Path]], parrot_data_root: Path,
     return save / "20"
 
 
+
+@functools.lru_cache(maxsize=None)
+def _resolved_precision_env() -> dict[str, str]:
+    """What ``scripts/lib.sh`` exports after asking ``python -m distill.hardware`` (PRECISION=auto), so launched
+    scripts inherit the answer instead of each paying a torch import for it."""
+    from distill import hardware
+
+    choice = hardware.resolve("auto")
+    return {"DISTILL_HW_FOR": "auto", "NUM_GPUS": str(choice.hardware.num_gpus),
+            "PRECISION_RESOLVED": choice.precision, "PRECISION_INFO": choice.line()}
+
+
 @pytest.fixture()
 def subprocess_env() -> dict[str, str]:
     """Environment for launching entry points: the in-process runs of this session set RANK/MASTER_PORT/... for
     their world of one; a child (torchrun, a launch script) must not inherit them, or it would reuse a bound port."""
     env = {k: v for k, v in os.environ.items() if k not in _DIST_VARS}
+    env.update(_resolved_precision_env())  # the launchers' hardware probe, answered once for the session
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["OMP_NUM_THREADS"] = "1"
     env["TOKENIZERS_PARALLELISM"] = "false"

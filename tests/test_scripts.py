@@ -45,13 +45,18 @@ def run_script(script: str, env: dict[str, str], *args: str, timeout: int = 300)
 def recorder(tmp_path: Path, subprocess_env: dict[str, str]) -> tuple[dict[str, str], Path]:
     """(env, argv file): ``PYTHON`` is a stub that writes its arguments, NUL-separated, instead of running.
 
-    The launcher's helper queries (``python -c CODE``: GPU count) get "0", the answer of a machine without GPUs."""
+    The launcher's helper queries get the answers of a machine without GPUs: ``python -c CODE`` "0", and the
+    hardware probe (``-m distill.hardware --shell``) no GPU and the precision ``STUB_PRECISION`` (default fp32), as
+    the real probe says it on a CPU without native bf16."""
     stub, argv_file = tmp_path / "python-stub", tmp_path / "argv"
     stub.write_text('#!/usr/bin/env bash\nif [[ "$1" == "-c" ]]; then echo 0; exit 0; fi\n'
+                    'if [[ "$1 $2" == "-m distill.hardware" ]]; then\n'
+                    '  echo "NUM_GPUS=0; PRECISION_RESOLVED=${STUB_PRECISION:-fp32}; PRECISION_INFO=stub"; exit 0\n'
+                    'fi\n'
                     'printf "%s\\0" "$@" > "$ARGV_FILE"\n')
     stub.chmod(0o755)
-    env = {**subprocess_env, "PYTHON": str(stub), "ARGV_FILE": str(argv_file), "GPUS_PER_NODE": "1",
-           "MASTER_PORT": "29999"}
+    env = {k: v for k, v in subprocess_env.items() if k != "DISTILL_HW_FOR"}  # the stub answers the probe
+    env.update(PYTHON=str(stub), ARGV_FILE=str(argv_file), GPUS_PER_NODE="1", MASTER_PORT="29999")
     return env, argv_file
 
 
@@ -88,9 +93,15 @@ def test_sft_script_command_line(script: str, recorder, tiny_models: dict, proce
     assert train.gradient_accumulation_steps == int(script_default(script, "GRAD_ACC"))
     assert train.epochs == int(script_default(script, "EPOCHS")) and train.total_iters is None
     assert train.eval_gen is True
-    ds_name = script_default(script, "DS_NAME") or "ds_config_zero1_bf16"
-    assert Path(train.deepspeed_config) == REPO_ROOT / "configs" / "deepspeed" / f"{ds_name}.json"
+    # The DeepSpeed config follows the resolved precision: fp32 on a CPU without native bf16 ...
+    stage = script_default(script, "ZERO_STAGE") or "1"
+    assert Path(train.deepspeed_config) == REPO_ROOT / "configs" / "deepspeed" / f"ds_config_zero{stage}_fp32.json"
     assert model.peft == ("lora" if "lora" in script else None)
+    # ... and bf16 where it is native.
+    proc = run_script(script, {**env, "STUB_PRECISION": "bf16"})
+    assert proc.returncode == 0, proc.stderr
+    _, (_, _, train, _) = recorded_train_configs(argv_file)
+    assert Path(train.deepspeed_config) == REPO_ROOT / "configs" / "deepspeed" / f"ds_config_zero{stage}_bf16.json"
 
     # Environment overrides replace the defaults; flags given to the script win over everything.
     env.update(LR="0.5", DS_CONFIG=FP32)

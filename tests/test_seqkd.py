@@ -271,10 +271,12 @@ LAUNCHERS = {
 
 
 def dry_run(script: str, base: Path, env: dict[str, str]) -> tuple[int, dict[str, str], str]:
-    """Runs a launcher with PYTHON=echo: returns its exit status, the --flags of the command it would run (last
-    value wins, as in argparse) and its stderr."""
+    """Runs a launcher with PYTHON=echo on a machine whose resolved precision is bf16 (the probe's answer as
+    scripts/lib.sh exports it): returns its exit status, the --flags of the command it would run (last value wins, as
+    in argparse) and its stderr."""
+    hw = {"DISTILL_HW_FOR": "auto", "NUM_GPUS": "0", "PRECISION_RESOLVED": "bf16", "PRECISION_INFO": "test"}
     proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / script), str(base)], capture_output=True, text=True,
-                          env={**env, "PYTHON": "echo", "GPUS_PER_NODE": "1", "MASTER_PORT": "1"}, timeout=60)
+                          env={**env, **hw, "PYTHON": "echo", "GPUS_PER_NODE": "1", "MASTER_PORT": "1"}, timeout=60)
     words, flags = proc.stdout.split(), {}
     for i, w in enumerate(words):
         if w.startswith("--"):
@@ -307,7 +309,7 @@ def test_launchers_chain_generate_process_train(family: str, tmp_path: Path, sub
     assert code == 0, err
     assert "tools/generate_data.py" in err and Path(gen["--data-dir"]) == prompts
     model = base / gen["--model-path"]
-    if family == "llama":  # base + LoRA adapter, in bf16
+    if family == "llama":  # base + LoRA adapter, in the resolved precision
         assert model == base / "checkpoints" / teacher and gen["--dtype"] == "bf16"
         assert base / gen["--peft-path"] == base / f"results/llama/train/sft/{teacher}/best"
     else:

@@ -7,7 +7,7 @@
 #             also TOKENIZER_MODEL (directory under checkpoints/), TOKENIZER_HF; optional PROCESS_EXTRA=(flags...)
 #   train     scripts/<family>/seqkd/seqkd_<size>.sh               SFT of the student on them (scripts/common/sft.sh)
 #             also STUDENT (directory under checkpoints/), STUDENT_HF; optional LR, BATCH_SIZE, GRAD_ACC, EPOCHS,
-#             DS_NAME, EXTRA=(flags...)
+#             ZERO_STAGE (or DS_NAME), EXTRA=(flags...)
 # The stages meet at fixed places (relative to the repo), so the three scripts run one after another with no settings:
 #   processed_data/dolly/full/<family>/            input: the processed Dolly prompts (process_data_dolly.sh)
 #   data/dolly_seqkd/<teacher>/{train,valid}.jsonl the teacher's answers (valid.jsonl: the original records)
@@ -40,7 +40,7 @@ generate)
     # Sampled at temperature 1 (the teacher's own distribution), like the evaluation; --no-do-sample for greedy.
     launch tools/generate_data.py \
         --model-path "$TEACHER_CKPT" ${TEACHER_PEFT:+--peft-path "$TEACHER_PEFT"} --data-dir "$DATA_DIR" \
-        --split train --save "$SAVE_PATH" --dtype "${DTYPE:-fp32}" --max-prompt-length 256 --max-new-tokens 256 \
+        --split train --save "$SAVE_PATH" --dtype "${DTYPE:-$PRECISION_RESOLVED}" --max-prompt-length 256 --max-new-tokens 256 \
         --do-sample --top-k 0 --top-p 1.0 --temperature 1.0 --eval-batch-size 32 --part-size 1000 --seed 10 \
         "${PASS_ARGS[@]+"${PASS_ARGS[@]}"}"
     ;;

@@ -1,6 +1,6 @@
 # Selective Reflection Distillation launcher, sourced by scripts/<family>/srd/*.sh once they have set
 #   FAMILY, STUDENT (directory under checkpoints/), STUDENT_HF, TEACHER (SFT'd teacher run under results/),
-#   TEACHER_SCRIPT, and optionally LR, BATCH_SIZE, GRAD_ACC, EPOCHS (per stage), DS_NAME, KD_RATIO, TEACHER_PEFT,
+#   TEACHER_SCRIPT, and optionally LR, BATCH_SIZE, GRAD_ACC, EPOCHS (per stage), ZERO_STAGE (or DS_NAME), KD_RATIO, TEACHER_PEFT,
 #   EXTRA=(flags...)
 # One command runs tools/srd_run.py: reflection of the initial student -> easy-to-hard ranking -> stage data ->
 # curriculum KD stages (train_distill.py, rising temperature) -> best checkpoint across stages -> report table.

@@ -3,9 +3,11 @@
 #   TRAIN_FLAGS    the optimisation, length, evaluation and seed flags of every training run (sft.sh, kd.sh, srd.sh),
 #                  from LR, BATCH_SIZE, GRAD_ACC, EPOCHS, EVAL_INTERVAL, SAVE_INTERVAL, SEED
 #   kd_inputs      white-box KD's inputs (kd.sh, srd.sh): CKPT (student), TEACHER_CKPT, DATA_DIR and DS_CONFIG, each
-#                  from the environment or its default (FAMILY, STUDENT, TEACHER, DS_NAME), checked to exist
+#                  from the environment or its default (FAMILY, STUDENT, TEACHER; DS_NAME or ZERO_STAGE with the resolved
+#                  precision), checked to exist
 #   kd_flags TYPE  KD_FLAGS, the train_distill.py flags of a KD run (kd.sh; srd.sh hands them on through its runner):
-#                  --type TYPE by default, then TRAIN_FLAGS, TEACHER_PEFT, and the caller's EXTRA and PASS_ARGS last so
+#                  --type TYPE by default, then TRAIN_FLAGS, TEACHER_PEFT, the teacher's dtype (the resolved precision),
+#                  and the caller's EXTRA and PASS_ARGS last so
 #                  they win
 TRAIN_FLAGS=(
     --lr "${LR:-5e-4}" --batch-size "${BATCH_SIZE:-8}" --gradient-accumulation-steps "${GRAD_ACC:-1}"
@@ -19,7 +21,7 @@ kd_inputs() {
     CKPT=${CKPT:-${BASE_PATH}/checkpoints/${STUDENT}}
     TEACHER_CKPT=${TEACHER_CKPT:-${BASE_PATH}/results/${FAMILY}/train/sft/${TEACHER}/best}
     DATA_DIR=${DATA_DIR:-${BASE_PATH}/processed_data/dolly/full/${FAMILY}}
-    DS_CONFIG=${DS_CONFIG:-${BASE_PATH}/configs/deepspeed/${DS_NAME:-ds_config_zero1_bf16}.json}
+    DS_CONFIG=${DS_CONFIG:-$(default_ds_config)}
     require_path "$CKPT" "huggingface-cli download ${STUDENT_HF} --local-dir ${CKPT}"
     require_path "$TEACHER_CKPT" "fine-tune the teacher first: bash scripts/${FAMILY}/${TEACHER_SCRIPT}"
     require_path "$DATA_DIR/train_0.bin" "bash scripts/${FAMILY}/tools/process_data_dolly.sh"
@@ -27,10 +29,11 @@ kd_inputs() {
 }
 
 kd_flags() {
+    teacher_dtype_flags
     KD_FLAGS=(
         --model-path "$CKPT" --teacher-model-path "$TEACHER_CKPT" --data-dir "$DATA_DIR" --save "$SAVE_PATH"
         --deepspeed-config "$DS_CONFIG" --type "$1" --kd-ratio "${KD_RATIO:-0.5}"
-        "${TRAIN_FLAGS[@]}" ${TEACHER_PEFT:+--teacher-peft-path "$TEACHER_PEFT"}
+        "${TRAIN_FLAGS[@]}" ${TEACHER_PEFT:+--teacher-peft-path "$TEACHER_PEFT"} "${TEACHER_DTYPE_FLAGS[@]+"${TEACHER_DTYPE_FLAGS[@]}"}"
         "${EXTRA[@]+"${EXTRA[@]}"}" "${PASS_ARGS[@]+"${PASS_ARGS[@]}"}"
     )
 }

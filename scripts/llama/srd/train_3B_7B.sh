@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# SRD: OpenLLaMA-2 3B from the LoRA-tuned OpenLLaMA-2 7B (base + adapter, merged, bf16), curriculum of 3 of 4
+# SRD: OpenLLaMA-2 3B from the LoRA-tuned OpenLLaMA-2 7B (base + adapter, merged, in the resolved precision), curriculum of 3 of 4
 # easy->hard parts, temperature 1.0 -> 2.0 (--type tfkl|trkl|tjsd|ttvd|tsfkl|tsrkl, default tfkl).
 # EPOCHS is per stage: half the plain KD script's 10.
 FAMILY=llama; STUDENT=${STUDENT:-openllama2-3B}; STUDENT_HF=openlm-research/open_llama_3b_v2; TEACHER=${TEACHER:-openllama2-7B}; TEACHER_SCRIPT=sft/sft_7B_lora.sh
 LR=${LR:-2e-5}; BATCH_SIZE=${BATCH_SIZE:-4}; GRAD_ACC=${GRAD_ACC:-2}; EPOCHS=${EPOCHS:-5}
-DS_NAME=${DS_NAME:-ds_config_zero2_bf16}
+ZERO_STAGE=${ZERO_STAGE:-2}
 TEACHER_CKPT=${TEACHER_CKPT:-checkpoints/openllama2-7B}
 TEACHER_PEFT=${TEACHER_PEFT:-results/llama/train/sft/openllama2-7B/best}
-EXTRA=(--teacher-model-bf16)
 source "$(dirname "${BASH_SOURCE[0]}")/../../common/srd.sh" "$@"
