@@ -8,17 +8,23 @@ Example: python train_distill.py --model-path checkpoints/tiny-gpt2-student \
              --type fkl --kd-ratio 0.5 --save results/kd --epochs 3 --eval-gen
 Launch scripts: scripts/<family>/kd/*.sh.
 """
-import torch
-
 from distill.config import DistillConfig, InputError
 from distill.entry import run_training
-from distill.models import check_model_dir, check_tokenizers_agree, embedding_rows, load_model, load_tokenizer
-from distill.objectives import KDObjective
+from distill.inputs import check_model_dir
+
+
+def check_inputs(extra):
+    (cfg,) = extra
+    check_model_dir(cfg.teacher_model_path, "--teacher-model-path")
 
 
 def make_objective(tokenizer, extra, env):
+    import torch
+
+    from distill.models import check_tokenizers_agree, embedding_rows, load_model, load_tokenizer
+    from distill.objectives import KDObjective
+
     (cfg,) = extra
-    check_model_dir(cfg.teacher_model_path, "--teacher-model-path")
     teacher_tok = load_tokenizer(cfg.teacher_model_path)
     check_tokenizers_agree(tokenizer, teacher_tok, "--model-path", cfg.teacher_model_path)
     dtype = torch.float16 if cfg.teacher_model_fp16 else torch.bfloat16 if cfg.teacher_model_bf16 else torch.float32
@@ -34,7 +40,7 @@ def make_objective(tokenizer, extra, env):
 
 
 def main(argv=None):
-    return run_training(__doc__, make_objective, extra_classes=[DistillConfig], argv=argv)
+    return run_training(__doc__, make_objective, extra_classes=[DistillConfig], argv=argv, check_inputs=check_inputs)
 
 
 if __name__ == "__main__":

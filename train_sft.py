@@ -5,11 +5,16 @@ Example: python train_sft.py --model-path checkpoints/tiny-gpt2-student --data-d
 Launch scripts: scripts/<family>/sft/*.sh.
 """
 from distill.entry import run_training
-from distill.objectives import SFTObjective
+
+
+def make_objective(tokenizer, extra, env):
+    from distill.objectives import SFTObjective
+
+    return SFTObjective()
 
 
 def main(argv=None):
-    return run_training(__doc__, lambda tokenizer, extra, env: SFTObjective(), argv=argv)
+    return run_training(__doc__, make_objective, argv=argv)
 
 
 if __name__ == "__main__":

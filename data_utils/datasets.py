@@ -15,22 +15,9 @@ import torch
 from torch.utils.data import Dataset
 
 from data_utils.indexed_dataset import IndexedDataset
+from data_utils.splits import require_split, split_prefix  # noqa: F401  (re-exported)
 
 IGNORE_INDEX = -100
-
-
-def split_prefix(data_dir: str | Path, split: str) -> Path:
-    return Path(data_dir) / f"{split}_0"
-
-
-def require_split(data_dir: str | Path, split: str) -> Path:
-    prefix = split_prefix(data_dir, split)
-    for suffix in (".bin", ".idx"):
-        if not prefix.with_suffix(suffix).exists():
-            raise FileNotFoundError(
-                f"{prefix}{suffix} not found: process the data first "
-                f"(bash scripts/<family>/tools/process_data_dolly.sh, or python tools/process_data_dolly.py)")
-    return prefix
 
 
 class InstructionDataset(Dataset):

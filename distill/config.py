@@ -99,6 +99,10 @@ class GenerationConfig:
     top_p: float = _opt(1.0, "Nucleus sampling threshold.")
     temperature: float = _opt(1.0, "Sampling temperature.")
     eval_batch_size: int = _opt(32, "Prompts per generation batch (per rank).")
+    progress_interval: float = _opt(30.0, "Seconds between progress lines of long work — training (step/total, loss, "
+                                          "tokens/s, ETA; in log.txt, and on stdout when it is not a terminal), "
+                                          "generation in evaluation, SeqKD and SRD reflection; time-based, so a slow "
+                                          "step or a long evaluation still shows signs of life.")
 
     def __post_init__(self) -> None:
         _check(self.max_new_tokens > 0, "max_new_tokens", "must be positive")
@@ -106,6 +110,7 @@ class GenerationConfig:
         _check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
         _check(self.temperature > 0, "temperature", "must be > 0")
         _check(self.eval_batch_size > 0, "eval_batch_size", "must be positive")
+        _check(self.progress_interval > 0, "progress_interval", "must be > 0 seconds")
 
 
 @dataclass
@@ -131,7 +136,7 @@ class TrainConfig:
                                         "student Rouge-L 12 vs 24), so it is off by default.")
     epochs: Optional[int] = _opt(None, "Training epochs (one of --epochs / --total-iters).")
     total_iters: Optional[int] = _opt(None, "Optimizer steps; overrides --epochs.")
-    log_interval: int = _opt(10, "Steps between log lines.")
+    log_interval: int = _opt(10, "Steps between log lines of the mean train metrics.")
     eval_interval: int = _opt(0, "Steps between evaluations (0: only at the end).")
     save_interval: int = _opt(0, "Steps between checkpoints (0: only at the end).")
     eval_gen: bool = _opt(False, "At each evaluation also generate on the validation set and score Rouge-L.")
@@ -237,7 +242,7 @@ class DistillConfig:
                                                "kl, ce_teacher.")
 
     def __post_init__(self) -> None:
-        from distill.losses import KINDS, TOKEN_SCORES
+        from distill.kinds import KINDS, TOKEN_SCORES
 
         _check(self.teacher_model_path is not None, "teacher_model_path", "is required")
         _check(self.type in KINDS, "type", f"unknown kind {self.type!r}; valid kinds: {', '.join(KINDS)}")

@@ -1,35 +1,61 @@
 """Shared set-up of the training entry points: parse the typed configs, check inputs, join the process group,
-load the models, pick the objective, run the trainer. ``train_sft.py`` and ``train_distill.py`` are thin calls."""
+load the models, pick the objective, run the trainer. ``train_sft.py`` and ``train_distill.py`` are thin calls.
+
+Only the configs are imported up front: ``--help`` and a bad flag or path answer before torch, transformers and
+DeepSpeed load (seconds), and long before any model does."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+import sys
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from distill import dist
 from distill.config import ConfigError, DataConfig, GenerationConfig, ModelConfig, TrainConfig, exit_on_input_error, parse_configs
-from distill.models import apply_lora, check_model_dir, load_model, load_tokenizer
-from distill.objectives import Objective
+from distill.inputs import check_model_dir
 
-ObjectiveFactory = Callable[[Any, list[Any], dist.DistEnv], Objective]
+if TYPE_CHECKING:
+    from distill import dist
+    from distill.objectives import Objective
+
+ObjectiveFactory = Callable[[Any, list[Any], "dist.DistEnv"], "Objective"]
 
 
 @exit_on_input_error
 def run_training(description: str, make_objective: ObjectiveFactory, extra_classes: Sequence[type] = (),
-                 argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
+                 argv: Optional[Sequence[str]] = None,
+                 check_inputs: Optional[Callable[[list[Any]], None]] = None) -> dict[str, Any]:
     """Parses ``ModelConfig, DataConfig, TrainConfig, GenerationConfig`` (+ ``extra_classes``), then trains.
 
-    ``make_objective(tokenizer, extra_configs, env)`` builds what a step computes (and loads a teacher if it needs one).
+    ``check_inputs(extra_configs)`` checks the method's own inputs (e.g. the teacher directory) before anything
+    loads; ``make_objective(tokenizer, extra_configs, env)`` builds what a step computes (and loads a teacher if it
+    needs one).
     """
     model_cfg, data_cfg, train_cfg, gen_cfg, *extra = parse_configs(
         [ModelConfig, DataConfig, TrainConfig, GenerationConfig, *extra_classes], argv, description)
     # Inputs are checked before anything slow happens.
     check_model_dir(model_cfg.model_path)
-    from data_utils.datasets import require_split
+    from data_utils.splits import require_split
 
     if data_cfg.data_dir is None:
         raise ConfigError("--data-dir is required (a processed directory, made by tools/process_data_dolly.py)")
     require_split(data_cfg.data_dir, "train")
     require_split(data_cfg.data_dir, "valid")
+    if check_inputs is not None:
+        check_inputs(extra)
+
+    from distill import dist
+    from distill.config import to_dict
+    from distill.models import apply_lora, load_model, load_tokenizer
+    from distill.trainer import Trainer
+
     env = dist.init_distributed()
+    # Before any model loads: a precision this device only emulates is said in one line (it can cost ~60x).
+    from distill import hardware
+    from distill.trainer import load_ds_config
+
+    hw = hardware.probe()
+    precisions = hardware.run_precisions(load_ds_config(train_cfg.deepspeed_config, train_cfg, env.device), extra)
+    if env.is_main:
+        for warning in hardware.run_warnings(precisions, hw):
+            print(warning, file=sys.stderr, flush=True)
     dist.seed_everything(train_cfg.seed)
     tokenizer = load_tokenizer(model_cfg.model_path)  # type: ignore[arg-type]
     model = load_model(model_cfg.model_path)  # type: ignore[arg-type]
@@ -39,9 +65,7 @@ def run_training(description: str, make_objective: ObjectiveFactory, extra_class
         model = apply_lora(model, model_cfg.peft_lora_r, model_cfg.peft_lora_alpha, model_cfg.peft_lora_dropout,
                            model_cfg.peft_path)
     objective = make_objective(tokenizer, extra, env)
-    from distill.config import to_dict
-    from distill.trainer import Trainer
-
     trainer = Trainer(model=model, tokenizer=tokenizer, objective=objective, train=train_cfg, data=data_cfg,
-                      gen=gen_cfg, model_cfg=model_cfg, env=env, extra_config=to_dict(*extra) if extra else None)
+                      gen=gen_cfg, model_cfg=model_cfg, env=env, extra_config=to_dict(*extra) if extra else None,
+                      first_line=hardware.run_line(precisions, hw))
     return trainer.fit()

@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
 
-from data_utils.datasets import InstructionDataset, split_prefix
-from distill import dist
+from data_utils.splits import split_prefix
 from distill.config import ConfigError, GenerationConfig, _check, _opt, exit_on_input_error, parse_configs
-from distill.generation import generate_split
-from distill.metrics import per_example_scores
-from distill.models import DTYPES, check_model_dir, load_model, load_tokenizer, model_type
+from distill.inputs import check_model_dir, model_type
+from distill.progress import Progress
 
 EVAL_SETS = ("dolly", "self_inst", "vicuna", "sinst", "uinst")
 
@@ -59,6 +57,10 @@ def resolve_sets(cfg: EvalConfig, family: str) -> list[tuple[str, Path]]:
     return present
 
 
+def emit(line: str) -> None:
+    print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}", flush=True)
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -67,6 +69,13 @@ def evaluate_model(cfg: EvalConfig, gen: GenerationConfig) -> dict[str, Any]:
     check_model_dir(cfg.model_path)
     family = cfg.model_type or model_type(cfg.model_path)  # type: ignore[arg-type]
     sets = resolve_sets(cfg, family)
+    # Heavy imports only now: --help and a bad flag or path answered without them.
+    from data_utils.datasets import InstructionDataset
+    from distill import dist
+    from distill.generation import generate_split
+    from distill.metrics import per_example_scores
+    from distill.models import DTYPES, load_model, load_tokenizer
+
     env = dist.init_distributed(use_deepspeed=False)
     if env.device.type == "cpu" and cfg.dtype == "fp16":
         raise ConfigError("--dtype fp16 needs a GPU; use bf16 or fp32 on CPU")
@@ -81,8 +90,13 @@ def evaluate_model(cfg: EvalConfig, gen: GenerationConfig) -> dict[str, Any]:
         per_seed = []
         for seed in cfg.seeds:
             t0 = time.time()
-            recs = generate_split(model, tokenizer, dataset, gen, rank=env.rank, world_size=env.world_size,
-                                  device=env.device, max_prompt_length=cfg.max_prompt_length, seed=seed)
+            share = len(dist.shard_indices(len(dataset), env.rank, env.world_size, pad=True))
+            label = f"generate {name} seed {seed}: prompts" + (" (rank 0's share)" if env.world_size > 1 else "")
+            with Progress(label, share, emit if env.is_main else (lambda line: None),
+                          gen.progress_interval) as progress:
+                recs = generate_split(model, tokenizer, dataset, gen, rank=env.rank, world_size=env.world_size,
+                                      device=env.device, max_prompt_length=cfg.max_prompt_length, seed=seed,
+                                      progress=lambda done, total: progress.update(done))
             refs = [dataset.references(r["index"]) for r in recs]
             scores = per_example_scores([r["response"] for r in recs], refs)
             n = max(len(scores), 1)

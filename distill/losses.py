@@ -25,6 +25,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from distill.kinds import ALIASES, BASE_KINDS, KINDS, TOKEN_SCORES
+
 __all__ = [
     "DIVERGENCES",
     "KINDS",
@@ -232,7 +234,6 @@ _BASE_KINDS: tuple[tuple[str, ValueFn, ValueGradFn, str], ...] = (
     ("sfkl", sfkl, sfkl_value_and_grad, "KL(p_t || a p_t + (1-a) p_s)"),
     ("srkl", srkl, srkl_value_and_grad, "KL(p_s || (1-a) p_t + a p_s)"),
 )
-_ALIASES = {"kd": "fkl", "ttvdf": "ttvd"}
 
 
 def _build_registry() -> dict[str, DivergenceSpec]:
@@ -241,13 +242,14 @@ def _build_registry() -> dict[str, DivergenceSpec]:
     for name, value, value_and_grad, formula in _BASE_KINDS:
         registry[name] = DivergenceSpec(name, value, value_and_grad, False, formula)
         registry["t" + name] = DivergenceSpec("t" + name, value, value_and_grad, True, f"tau^2 * {formula} at tau")
-    for alias, target in _ALIASES.items():
+    for alias, target in ALIASES.items():
         registry[alias] = registry[target]
     return registry
 
 
 DIVERGENCES: dict[str, DivergenceSpec] = _build_registry()
-KINDS: tuple[str, ...] = tuple(DIVERGENCES)
+if tuple(DIVERGENCES) != KINDS or tuple(b[0] for b in _BASE_KINDS) != BASE_KINDS:  # the names live in distill/kinds.py
+    raise AssertionError(f"distill/kinds.py lists {KINDS}, the registry holds {tuple(DIVERGENCES)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -388,7 +390,6 @@ class _ChunkedDivergence(torch.autograd.Function):
 # Selective-token KD
 # ----------------------------------------------------------------------------------------------------------------
 
-TOKEN_SCORES: tuple[str, ...] = ("student_entropy", "teacher_entropy", "kl", "ce_teacher")
 
 
 def _entropy(logp: Tensor, p: Tensor) -> Tensor:

@@ -1,42 +1,19 @@
 """Loading models and tokenizers — only through ``from_pretrained(path)``, for every family and size alike."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from distill.config import InputError
+from distill.inputs import adapter_base, check_model_dir, is_adapter_dir, model_type  # noqa: F401  (re-exported)
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # --dtype of the inference tools
-
-
-def _fetch_hint(path: str) -> str:
-    return (f"{path} is not a model directory: make the built-in tiny models with `python tools/make_tiny_models.py`, "
-            f"or download a checkpoint there (see checkpoints/README.md)")
-
-
-def is_adapter_dir(path: str | Path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
-
-
-def check_model_dir(path: Optional[str], flag: str = "--model-path") -> str:
-    if path is None:
-        raise InputError(f"{flag} is required (a model directory)")
-    p = Path(path)
-    if not ((p / "config.json").is_file() or is_adapter_dir(p)):
-        raise FileNotFoundError(f"{flag}: " + _fetch_hint(str(path)))
-    return str(p)
-
-
-def adapter_base(path: str | Path) -> str:
-    with open(Path(path) / "adapter_config.json", encoding="utf-8") as f:
-        return json.load(f)["base_model_name_or_path"]
 
 
 def load_tokenizer(path: str) -> Any:
@@ -46,11 +23,6 @@ def load_tokenizer(path: str) -> Any:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
-
-
-def model_type(path: str) -> str:
-    src = adapter_base(path) if is_adapter_dir(path) else path
-    return AutoConfig.from_pretrained(src).model_type
 
 
 def load_model(path: str, dtype: torch.dtype = torch.float32, *, peft_path: Optional[str] = None,
@@ -112,8 +84,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def check_tokenizers_agree(student_tok: Any, teacher_tok: Any, student_path: str, teacher_path: str) -> None:
     """Distillation compares distributions token by token, so both sides must use the same vocabulary and specials."""
-    from distill.config import InputError
-
     problems = []
     if student_tok.get_vocab() != teacher_tok.get_vocab():
         problems.append(f"vocabularies differ ({len(student_tok)} vs {len(teacher_tok)} tokens)")
