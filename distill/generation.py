@@ -5,7 +5,7 @@ on-policy methods. Prompts are left-padded so every row continues at the same po
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -58,10 +58,12 @@ def generate_batch(model: nn.Module, tokenizer: Any, input_ids: torch.Tensor, at
 def generate_split(model: nn.Module, tokenizer: Any, dataset: InstructionDataset, gen: GenerationConfig, *,
                    rank: int, world_size: int, device: torch.device, max_prompt_length: int,
                    synced_gpus: bool = False, indices: Optional[Sequence[int]] = None,
-                   seed: Optional[int] = None) -> list[dict[str, Any]]:
+                   seed: Optional[int] = None,
+                   progress: Optional[Callable[[int, int], None]] = None) -> list[dict[str, Any]]:
     """Generates a response for every example of ``dataset`` (or ``indices``), each rank taking a strided shard.
 
     Returns, on every rank, the records ``{"index", "response", "num_tokens"}`` of all examples in index order.
+    ``progress(done, total)`` is called after each batch with this rank's prompts done and its share.
     """
     order = list(range(len(dataset))) if indices is None else list(indices)
     mine = [order[i] for i in shard_indices(len(order), rank, world_size, pad=True)]
@@ -78,6 +80,8 @@ def generate_split(model: nn.Module, tokenizer: Any, dataset: InstructionDataset
         for idx, ids in zip(batch["index"].tolist(), new_ids):
             records.append({"index": idx, "response": tokenizer.decode(ids, skip_special_tokens=True).strip(),
                             "num_tokens": len(ids)})
+        if progress is not None:
+            progress(min(start + gen.eval_batch_size, len(mine)), len(mine))
     if was_training:
         model.train()
     merged: dict[int, dict[str, Any]] = {}

@@ -1,20 +1,27 @@
-"""Run logging on the main rank: a rich progress bar (loss, lr, tokens/s, ETA), a plain log file
-(``<save>/log.txt``), metrics as JSON lines (``<save>/metrics.jsonl``), and TensorBoard or Weights & Biases."""
+"""Run logging on the main rank: a rich progress bar on a terminal, time-based progress lines (step/total, loss,
+lr, tokens/s, ETA, every ``--progress-interval`` seconds) in the plain log file ``<save>/log.txt`` and, when stdout is
+not a terminal, on stdout; metrics as JSON lines (``<save>/metrics.jsonl``), and TensorBoard or Weights & Biases."""
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from distill.config import TrainConfig
+from distill.progress import DEFAULT_INTERVAL, Progress as ProgressLines
 
 
 class RunLogger:
-    def __init__(self, save_dir: Path, cfg: TrainConfig, enabled: bool, config: Optional[Mapping[str, Any]] = None):
+    def __init__(self, save_dir: Path, cfg: TrainConfig, enabled: bool, config: Optional[Mapping[str, Any]] = None,
+                 progress_interval: float = DEFAULT_INTERVAL):
         self.enabled = enabled
         self.save_dir = save_dir
+        self.progress_interval = progress_interval
+        self.lines: Optional[ProgressLines] = None  # the time-based progress lines
+        self._lock = threading.Lock()  # info() is also called from the progress thread
         self.progress: Any = None
         self.task: Any = None
         self.tb: Any = None
@@ -42,13 +49,23 @@ class RunLogger:
     def info(self, msg: str) -> None:
         if not self.enabled:
             return
+        self._write(msg, to_stdout=True)
+
+    def _write(self, msg: str, to_stdout: bool) -> None:
         line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
-        self.log_file.write(line + "\n")
-        self.log_file.flush()
-        if self.progress is not None and self.progress.live.is_started and sys.stdout.isatty():
-            self.progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
-        else:
-            print(line, flush=True)
+        with self._lock:
+            self.log_file.write(line + "\n")
+            self.log_file.flush()
+            if not to_stdout:
+                return
+            if self.progress is not None and self.progress.live.is_started and sys.stdout.isatty():
+                self.progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
+            else:
+                print(line, flush=True)
+
+    def _progress_line(self, line: str) -> None:
+        # On a terminal the live bar already shows it; elsewhere (a file, a pipe) the line is the only sign of life.
+        self._write(line, to_stdout=not sys.stdout.isatty())
 
     def start(self, total: int, done: int) -> None:
         if not self.enabled:
@@ -62,11 +79,19 @@ class RunLogger:
                                  disable=not sys.stdout.isatty(), refresh_per_second=4)
         self.task = self.progress.add_task("train", total=total, completed=done, stats="")
         self.progress.start()
+        self.lines = ProgressLines("train", total, self._progress_line, self.progress_interval, done=done).start()
 
     def advance(self, step: int, loss: float, lr: float, tokens_per_s: float) -> None:
         if self.enabled and self.progress is not None:
-            self.progress.update(self.task, completed=step,
-                                 stats=f"loss {loss:.4f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s")
+            stats = f"loss {loss:.4f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s"
+            self.progress.update(self.task, completed=step, stats=stats)
+            if self.lines is not None:
+                self.lines.update(step, stats, note="")
+
+    def note(self, text: str) -> None:
+        """What the run is doing between steps (evaluating, generating k/n, saving), shown in the progress line."""
+        if self.enabled and self.lines is not None:
+            self.lines.update(note=text)
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -85,6 +110,9 @@ class RunLogger:
     def finish(self, summary: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
+        if self.lines is not None:
+            self.lines.stop()
+            self.lines = None
         if self.progress is not None:
             self.progress.stop()
             self.progress = None

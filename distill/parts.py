@@ -21,6 +21,7 @@ from data_utils.atomic import write_json_atomic, write_jsonl_atomic
 from data_utils.datasets import split_prefix
 from distill import dist
 from distill.config import InputError
+from distill.progress import DEFAULT_INTERVAL, Progress
 
 SETTINGS_FILE = "settings.json"
 #: Seeds of consecutive parts are this far apart, so that ``seed + rank`` (added by generate_split) never reaches the
@@ -203,16 +204,32 @@ class PartStore:
 
 
 def compute_parts(store: PartStore, parts: Sequence[range], todo: Sequence[int], env: dist.DistEnv,
-                  compute: Callable[[int], list[dict[str, Any]]], label: str,
-                  note: Callable[[list[dict[str, Any]]], str] = lambda recs: "") -> None:
-    """Computes each part of ``todo`` with ``compute(k)`` (called on every rank: it may use collectives), writes it
-    on rank 0 and logs one line per part there; ``note(records)`` adds to that line."""
-    for n, k in enumerate(todo, 1):
-        t0 = time.time()
-        recs = compute(k)
-        if env.is_main:
-            store.write_part(k, recs)
-            print(f"{label} {k} ({n}/{len(todo)}): examples {parts[k].start}-{parts[k].stop - 1}, "
-                  f"{time.time() - t0:.1f} s{note(recs)}", flush=True)
-        # No rank starts the next part (and its collectives) before this one is on disk.
-        dist.barrier()
+                  compute: Callable[[int, Callable[[int, int], None]], list[dict[str, Any]]], label: str,
+                  note: Callable[[list[dict[str, Any]]], str] = lambda recs: "",
+                  progress_interval: float = DEFAULT_INTERVAL) -> None:
+    """Computes each part of ``todo`` with ``compute(k, within)`` (called on every rank: it may use collectives),
+    writes it on rank 0 and logs one line per part there; ``note(records)`` adds to that line.
+
+    ``within(done, total)`` is for progress inside a part (e.g. generate_split's ``progress``): rank 0 prints a line
+    with the examples done over all parts of ``todo`` every ``progress_interval`` seconds, also mid-part."""
+    total = sum(len(parts[k]) for k in todo)
+    emit = (lambda line: print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}", flush=True)) if env.is_main \
+        else (lambda line: None)
+    with Progress(f"{label}s: examples", total, emit, progress_interval) as progress:
+        finished = 0
+        for n, k in enumerate(todo, 1):
+            t0 = time.time()
+            size = len(parts[k])
+
+            def within(done: int, of: int, base: int = finished, size: int = size) -> None:
+                progress.update(base + (size * done // of if of else 0), note=f"{label} {k} ({n}/{len(todo)})")
+
+            recs = compute(k, within)
+            finished += size
+            progress.update(finished)
+            if env.is_main:
+                store.write_part(k, recs)
+                print(f"{label} {k} ({n}/{len(todo)}): examples {parts[k].start}-{parts[k].stop - 1}, "
+                      f"{time.time() - t0:.1f} s{note(recs)}", flush=True)
+            # No rank starts the next part (and its collectives) before this one is on disk.
+            dist.barrier()

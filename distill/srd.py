@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -281,13 +281,15 @@ def ground_truth_losses(model: torch.nn.Module, dataset: InstructionDataset, ind
 
 
 def reflect_part(model: torch.nn.Module, tokenizer: Any, dataset: InstructionDataset, indices: range,
-                 gen: GenerationConfig, cfg: ReflectConfig, env: dist.DistEnv, seed: int) -> list[dict[str, Any]]:
+                 gen: GenerationConfig, cfg: ReflectConfig, env: dist.DistEnv, seed: int,
+                 progress: Optional[Callable[[int, int], None]] = None) -> list[dict[str, Any]]:
     """Reflection records of one part, on every rank: generation, Rouge-L and loss are each sharded over ranks."""
     from distill.generation import generate_split
     from distill.metrics import per_example_scores
 
     gens = generate_split(model, tokenizer, dataset, gen, rank=env.rank, world_size=env.world_size,
-                          device=env.device, max_prompt_length=cfg.max_prompt_length, indices=indices, seed=seed)
+                          device=env.device, max_prompt_length=cfg.max_prompt_length, indices=indices, seed=seed,
+                          progress=progress)
     by_index = {r["index"]: r for r in gens}
     mine = [indices[j] for j in dist.shard_indices(len(indices), env.rank, env.world_size, pad=False)]
     scores = per_example_scores([by_index[i]["response"] for i in mine], [dataset.references(i) for i in mine])
@@ -354,9 +356,10 @@ def run_reflection(cfg: ReflectConfig, gen: GenerationConfig) -> dict[str, Any]:
         model = load_model(cfg.model_path, DTYPES[cfg.dtype], peft_path=cfg.peft_path,  # type: ignore[arg-type]
                            merge_adapter=True).to(env.device)
         model.eval()
-        compute_parts(store, parts, todo, env, lambda k: reflect_part(model, tokenizer, dataset, parts[k], gen, cfg,
-                                                                       env, seed=part_seed(cfg.seed, k)),
-                      "reflection part")
+        compute_parts(store, parts, todo, env,
+                      lambda k, within: reflect_part(model, tokenizer, dataset, parts[k], gen, cfg, env,
+                                                     seed=part_seed(cfg.seed, k), progress=within),
+                      "reflection part", progress_interval=gen.progress_interval)
     summary = {"num_examples": len(dataset), "parts": len(parts), "parts_computed": len(todo),
                "seconds": time.time() - t_start, "path": str(srd_dir / REFLECTION_FILE)}
     if env.is_main:

@@ -160,13 +160,22 @@ def write_best(save_dir: Path, best: Mapping[str, Any]) -> None:
 class Trainer:
     def __init__(self, *, model: nn.Module, tokenizer: Any, objective: Objective, train: TrainConfig,
                  data: DataConfig, gen: GenerationConfig, model_cfg: ModelConfig, env: dist.DistEnv,
-                 extra_config: Optional[Mapping[str, Any]] = None):
+                 extra_config: Optional[Mapping[str, Any]] = None, first_line: Optional[str] = None):
         import deepspeed
 
         self.train_cfg, self.data_cfg, self.gen_cfg, self.model_cfg = train, data, gen, model_cfg
         self.objective, self.tokenizer, self.env = objective, tokenizer, env
         self.save_dir = Path(train.save)  # type: ignore[arg-type]
         self.ds_config = load_ds_config(train.deepspeed_config, train, env.device)
+        self.logger = RunLogger(self.save_dir, train, env.is_main,
+                                config={**to_dict(model_cfg, data, train, gen), **(extra_config or {})},
+                                progress_interval=gen.progress_interval)
+        if first_line is None:  # a caller other than distill/entry.py: say the student's precision at least
+            from distill import hardware
+
+            first_line = hardware.run_line({"student": hardware.ds_config_precision(self.ds_config)},
+                                           hardware.probe())
+        self.logger.info(first_line)
 
         # Data first: a missing split fails before the model is put on devices.
         self.train_set = InstructionDataset(data.data_dir, "train")  # type: ignore[arg-type]
@@ -200,8 +209,6 @@ class Trainer:
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
         self.step = 0
         self.best: dict[str, Any] = {}
-        self.logger = RunLogger(self.save_dir, train, env.is_main,
-                                config={**to_dict(model_cfg, data, train, gen), **(extra_config or {})})
         self.logger.info(f"parameters: {self.num_params:,} ({self.num_trainable:,} trainable); "
                          f"train examples: {len(self.train_set)}, valid: {len(self.valid_set)}; "
                          f"steps: {self.total_iters} ({steps_per_epoch} per epoch); world size {env.world_size}; "
@@ -262,6 +269,7 @@ class Trainer:
         model = self.engine.module
         was_training = model.training
         model.eval()
+        self.logger.note("evaluating: validation loss")
         n = len(self.valid_set)
         mine = dist.shard_indices(n, self.env.rank, self.env.world_size, pad=True)
         real = [True] * len(list(range(self.env.rank, n, self.env.world_size)))
@@ -291,7 +299,9 @@ class Trainer:
             recs = generate_split(model, self.tokenizer, self.valid_set, self.gen_cfg, rank=self.env.rank,
                                   world_size=self.env.world_size, device=self.env.device,
                                   max_prompt_length=self.data_cfg.max_prompt_length,
-                                  synced_gpus=zero_stage(self.ds_config) == 3 and self.env.world_size > 1)
+                                  synced_gpus=zero_stage(self.ds_config) == 3 and self.env.world_size > 1,
+                                  progress=lambda done, total: self.logger.note(
+                                      f"evaluating: generated {done}/{total} prompts"))
             scores = compute_metrics([r["response"] for r in recs],
                                      [self.valid_set.references(r["index"]) for r in recs])
             metrics["valid/rougeL"] = scores["rougeL"]
@@ -312,6 +322,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ save/load ---
     def save(self, step: int) -> None:
+        self.logger.note(f"saving checkpoint {step}")
         ckpt = self.save_dir / str(step)
         stage3 = zero_stage(self.ds_config) == 3
         state_dict = self.engine._zero3_consolidated_16bit_state_dict() if stage3 else None

@@ -27,12 +27,13 @@ def answer(i: int, tag: str = "") -> dict[str, Any]:
 
 
 class Counter:
-    """A ``compute(k)`` for :func:`compute_parts` that records which parts it was asked for; fails on ``fail_on``."""
+    """A ``compute(k, within)`` for :func:`compute_parts` that records which parts it was asked for; fails on
+    ``fail_on``."""
 
     def __init__(self, parts: list[range], tag: str = "", fail_on: int | None = None) -> None:
         self.parts, self.tag, self.fail_on, self.calls = parts, tag, fail_on, []
 
-    def __call__(self, k: int) -> list[dict[str, Any]]:
+    def __call__(self, k: int, within: Any = None) -> list[dict[str, Any]]:
         if k == self.fail_on:
             raise RuntimeError(f"interrupted in part {k}")
         self.calls.append(k)

@@ -183,16 +183,17 @@ def generate_parts(cfg: SeqKDConfig, gen: GenerationConfig, env: dist.DistEnv, t
     model.eval()
     raw = dataset.raw or []
 
-    def answer(k: int) -> list[dict[str, Any]]:
+    def answer(k: int, within: Any) -> list[dict[str, Any]]:
         recs = generate_split(model, tokenizer, dataset, gen, rank=env.rank, world_size=env.world_size,
                               device=env.device, max_prompt_length=cfg.max_prompt_length, indices=parts[k],
-                              seed=part_seed(cfg.seed, k))
+                              seed=part_seed(cfg.seed, k), progress=within)
         return [{"index": r["index"], "num_tokens": r["num_tokens"],
                  **teacher_record(raw[r["index"]], r["response"], cfg.model_path,  # type: ignore[arg-type]
                                   cfg.peft_path)} for r in recs]
 
     compute_parts(store, parts, todo, env, answer, "part",
-                  note=lambda recs: f", {sum(1 for r in recs if not r['output'])} empty")
+                  note=lambda recs: f", {sum(1 for r in recs if not r['output'])} empty",
+                  progress_interval=gen.progress_interval)
 
 
 def generate_data(cfg: SeqKDConfig, gen: GenerationConfig) -> dict[str, Any]:
