@@ -26,10 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import distill  # noqa: E402,F401  (first: sets the CPU OpenMP wait policy before torch loads)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from distill.losses import DIVERGENCES, distillation_loss  # noqa: E402
 
@@ -165,6 +166,24 @@ def time_case(case: str, kind: str, inputs, args) -> tuple[float, float, torch.T
     return sum(wall) / len(wall), sum(cpu) / len(cpu), loss, inputs[0].grad.clone()
 
 
+def wait_policy() -> str:
+    """The OpenMP wait policy this process runs under (importing distill sets PASSIVE on CPU when none is chosen)."""
+    return os.environ.get("OMP_WAIT_POLICY", "unset (libgomp default: spins a while)").upper()
+
+
+def times_under_policy(policy: str, args) -> dict[str, float]:
+    """chunked/naive time per kind, measured in a fresh process under ``OMP_WAIT_POLICY=policy`` (it must be set
+    before the OpenMP runtime loads, hence the subprocess)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--time-only", "--kinds", *args.kinds,
+           "--batch", str(args.batch), "--seq", str(args.seq), "--vocab", str(args.vocab),
+           "--threads", str(args.threads), "--repeats", str(args.repeats), "--temperature", str(args.temperature),
+           "--skew-alpha", str(args.skew_alpha), "--jsd-beta", str(args.jsd_beta)]
+    if args.chunk_size:
+        cmd += ["--chunk-size", str(args.chunk_size)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": policy})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------------------------
@@ -185,7 +204,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jsd-beta", type=float, default=0.9)
     p.add_argument("--chunk-size", type=int, default=None, help="positions per chunk (default: library default)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 if a target is missed")
+    p.add_argument("--compare-wait-policy", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time every kind in a subprocess under the other OMP_WAIT_POLICY (PASSIVE vs ACTIVE) "
+                        "and print both ratios: spinning OpenMP threads slow multi-threaded runs on a busy host")
     p.add_argument("--measure", nargs=2, metavar=("CASE", "KIND"), help=argparse.SUPPRESS)
+    p.add_argument("--time-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     unknown = [k for k in args.kinds if k not in DIVERGENCES]
     if unknown:
@@ -202,11 +225,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_memory(*args.measure, args)))
         return 0
     torch.set_num_threads(args.threads)
+    if args.time_only:  # a child of --compare-wait-policy: chunked/naive time per kind, nothing else
+        inputs = make_inputs(args.batch, args.seq, args.vocab)
+        print(json.dumps({k: time_case("chunked", k, inputs, args)[0] / time_case("naive", k, inputs, args)[0]
+                          for k in args.kinds}))
+        return 0
+    policy = wait_policy()
     mib = 1024 * 1024
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"B={args.batch} T={args.seq} V={args.vocab} float32, mask all true, threads={args.threads}, "
           f"tau={args.temperature} (t* kinds), repeats={args.repeats} after 1 warm-up, torch {torch.__version__}, "
-          f"host load average {load} on {os.cpu_count()} CPUs")
+          f"host load average {load} on {os.cpu_count()} CPUs, OMP_WAIT_POLICY={policy}")
     ce_mem = memory_in_subprocess("ce", "fkl", args)
     print(f"cross_entropy fwd+bwd peak extra: {ce_mem['extra_bytes'] / mib:.1f} MiB (method: {ce_mem['method']})",
           flush=True)
@@ -216,12 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     all_met = True
+    ratios: dict[str, float] = {}
     for kind in args.kinds:
         naive_s, naive_cpu, naive_l, naive_g = time_case("naive", kind, inputs, args)
         chunk_s, chunk_cpu, chunk_l, chunk_g = time_case("chunked", kind, inputs, args)
         naive_mem = memory_in_subprocess("naive", kind, args)["extra_bytes"]
         chunk_mem = memory_in_subprocess("chunked", kind, args)["extra_bytes"]
-        time_ratio = chunk_s / naive_s
+        time_ratio = ratios[kind] = chunk_s / naive_s
         mem_ratio = chunk_mem / ce_mem["extra_bytes"]
         met = time_ratio <= TIME_TARGET and mem_ratio <= MEMORY_TARGET
         all_met &= met
@@ -229,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{naive_mem / mib:10.1f} {chunk_mem / mib:10.1f} {mem_ratio:7.2f} {abs(float(naive_l - chunk_l)):9.2e} "
               f"{float((naive_g - chunk_g).abs().max()):9.2e}  {'met' if met else 'MISSED'}", flush=True)
         del naive_g, chunk_g
+    if args.compare_wait_policy:
+        other = "ACTIVE" if policy == "PASSIVE" else "PASSIVE"
+        others = times_under_policy(other, args)
+        print(f"time x under OMP_WAIT_POLICY={policy} (above) and {other} (a subprocess, same inputs):")
+        for kind in args.kinds:
+            print(f"  {kind:<6} {policy}: {ratios[kind]:5.2f}   {other}: {others[kind]:5.2f}")
     print("time x = chunked/naive mean wall time, cpu x = the same for process CPU time; mem/CE = chunked peak extra /"
           " cross_entropy peak extra; |dloss|, |dgrad| = max abs difference chunked vs naive")
     print(f"targets (time x <= {TIME_TARGET}, mem/CE <= {MEMORY_TARGET}): {'all met' if all_met else 'NOT all met'}")

@@ -26,9 +26,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import distill  # noqa: E402,F401  (first: sets the CPU OpenMP wait policy before torch loads)
+import torch  # noqa: E402
 
 from data_utils.datasets import InstructionDataset, LMCollator  # noqa: E402
 from distill.config import InputError, exit_on_input_error  # noqa: E402
