@@ -130,6 +130,11 @@ class TrainConfig:
     lr_min: float = _opt(0.0, "Final learning rate of the cosine schedule.")
     batch_size: int = _opt(8, "Micro-batch size per process.")
     gradient_accumulation_steps: int = _opt(1, "Micro-batches per optimizer step.")
+    length_pieces: int = _opt(1, "Split each micro-batch into this many pieces of rows of similar length, each "
+                                 "padded only to its own longest row: the same examples, loss and gradient per step "
+                                 "(up to float rounding), less compute on padding (on the built-in data 4 pieces "
+                                 "pad 14%% of the positions instead of 45%%; steps ~1.4x faster on CPU). Pieces are "
+                                 "smaller matrix products, so on a GPU keep them large. 1: off.")
     group_by_length: bool = _opt(False, "Batch examples of similar length together (shuffled at the batch level): "
                                         "less padding, faster steps — but where length goes with the task, batches "
                                         "become single-task and learning suffers (measured on the built-in data: "
@@ -152,6 +157,7 @@ class TrainConfig:
         _check(self.lr > 0, "lr", "must be > 0")
         _check(self.batch_size > 0, "batch_size", "must be positive")
         _check(self.gradient_accumulation_steps > 0, "gradient_accumulation_steps", "must be positive")
+        _check(self.length_pieces >= 1, "length_pieces", "must be >= 1")
         _check(self.epochs is not None or self.total_iters is not None, "epochs", "give --epochs or --total-iters")
         _check(self.epochs is None or self.epochs > 0, "epochs", "must be positive")
         _check(self.total_iters is None or self.total_iters > 0, "total_iters", "must be positive")

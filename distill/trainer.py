@@ -24,12 +24,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from data_utils.datasets import InstructionDataset, LMCollator, LMDataset
+from data_utils.datasets import IGNORE_INDEX, InstructionDataset, LMCollator, LMDataset, split_by_length
 from distill import dist
 from distill.config import ConfigError, DataConfig, GenerationConfig, ModelConfig, TrainConfig, to_dict
 from distill.generation import generate_split
 from distill.logging_utils import RunLogger
-from distill.metrics import compute_metrics
 from distill.models import count_parameters, precision_from_ds_config
 from distill.objectives import Objective, ce_sum, forward_logits
 
@@ -118,7 +117,9 @@ def load_ds_config(path: Optional[str], train: TrainConfig, device: torch.device
             cfg = json.load(f)
     cfg.pop("train_batch_size", None)
     cfg["train_micro_batch_size_per_gpu"] = train.batch_size
-    cfg["gradient_accumulation_steps"] = train.gradient_accumulation_steps
+    # Each micro-batch goes through backward as `length_pieces` pieces (split_by_length), so DeepSpeed's gradient
+    # accumulation boundary counts pieces.
+    cfg["gradient_accumulation_steps"] = train.gradient_accumulation_steps * train.length_pieces
     cfg["gradient_clipping"] = train.clip_grad
     cfg.setdefault("steps_per_print", 10**9)
     if device.type == "cpu" and cfg.get("fp16", {}).get("enabled"):
@@ -229,22 +230,35 @@ class Trainer:
         return dict(zip(names, total))
 
     def train_step(self) -> dict[str, float]:
-        gas = self.train_cfg.gradient_accumulation_steps
+        gas, pieces = self.train_cfg.gradient_accumulation_steps, self.train_cfg.length_pieces
         micro = [next(self.stream) for _ in range(gas)]
         lm = [next(self.lm_stream) for _ in range(gas)] if self.lm_stream is not None else []
         counts = self._global_counts(micro, lm)
-        # DeepSpeed divides by the accumulation steps and averages over ranks; undo both, since every term is
-        # already normalised by its global count.
-        scale = gas * self.env.world_size
+        # DeepSpeed divides by its accumulation steps (micro-batches x pieces) and averages over ranks; undo both,
+        # since every term is already normalised by its global count.
+        scale = gas * pieces * self.env.world_size
         logged = {k: 0.0 for k in counts}
         logged["loss"] = 0.0
-        tokens = 0
+        tokens = sum(int(mb["attention_mask"].sum()) for mb in micro)
+        # Every piece is one backward, and DeepSpeed's accumulation boundary must fall on the step's last one: a
+        # micro-batch with fewer rows than pieces (an epoch's last) is topped up with label-free copies of a row,
+        # which count nothing and add nothing to any loss term.
+        work = []
         for i, mb in enumerate(micro):
+            parts = split_by_length(mb, pieces)
+            while len(parts) < pieces:
+                filler = {k: v[:1].clone() for k, v in parts[-1].items()}
+                filler["labels"].fill_(IGNORE_INDEX)
+                filler["attention_mask"].zero_()
+                filler["attention_mask"][:, 0] = 1  # a one-token row: no loss position, no counted token
+                parts.append(filler)
+            work += [(i, j, part) for j, part in enumerate(parts)]
+        for i, j, mb in work:
             mb = {k: v.to(self.env.device) for k, v in mb.items()}
             sums = self.objective.sums(self.engine, mb)
             means = {k: sums[k] / max(counts[k], 1.0) for k in self.objective.terms}
             loss = self.objective.combine(means)
-            if lm:
+            if lm and j == 0:  # the micro-batch's pretraining batch goes with its first piece
                 lb = {k: v.to(self.env.device) for k, v in lm[i].items()}
                 means["lm"] = ce_sum(forward_logits(self.engine, lb), lb["labels"]) / max(counts["lm"], 1.0)
                 loss = loss + self.data_cfg.lm_coef * means["lm"]
@@ -254,7 +268,6 @@ class Trainer:
             for k, v in means.items():
                 logged[k] += float(v.detach())
             logged["loss"] += float(loss.detach())
-            tokens += int(mb["attention_mask"].sum())
         # The per-rank pieces add up to the global means.
         keys = list(logged)
         reduced = dist.all_reduce_sum([logged[k] for k in keys] + [tokens], self.env.device).tolist()
@@ -302,6 +315,8 @@ class Trainer:
                                   synced_gpus=zero_stage(self.ds_config) == 3 and self.env.world_size > 1,
                                   progress=lambda done, total: self.logger.note(
                                       f"evaluating: generated {done}/{total} prompts"))
+            from distill.metrics import compute_metrics  # here: rouge-score pulls in nltk and scipy (~2 s)
+
             scores = compute_metrics([r["response"] for r in recs],
                                      [self.valid_set.references(r["index"]) for r in recs])
             metrics["valid/rougeL"] = scores["rougeL"]
