@@ -52,10 +52,24 @@ def init_distributed(use_deepspeed: bool = True) -> DistEnv:
         if use_deepspeed:
             import deepspeed
 
+            if device.type == "cpu" and os.environ["WORLD_SIZE"] == "1":
+                _skip_shm_comm_op()
             deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         else:
             dist.init_process_group(backend=backend)
     return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def _skip_shm_comm_op() -> None:
+    """On CPU, DeepSpeed JIT-compiles a shared-memory all-reduce op the first time its comm backend starts (40-80 s
+    of C++ compilation on a fresh machine, then cached). A world of one process never all-reduces, so it is marked
+    not compatible and never built; multi-process CPU runs keep it."""
+    try:
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    except (ImportError, AttributeError, TypeError):  # another DeepSpeed layout: building the op is only slower
+        pass
 
 
 def all_reduce_sum(values: Sequence[float] | torch.Tensor, device: torch.device) -> torch.Tensor:
