@@ -15,13 +15,15 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from data_utils.atomic import write_json_atomic, write_jsonl_atomic
-from data_utils.datasets import split_prefix
-from distill import dist
+from data_utils.splits import split_prefix
 from distill.config import InputError
 from distill.progress import DEFAULT_INTERVAL, Progress
+
+if TYPE_CHECKING:
+    from distill import dist
 
 SETTINGS_FILE = "settings.json"
 #: Seeds of consecutive parts are this far apart, so that ``seed + rank`` (added by generate_split) never reaches the
@@ -125,6 +127,8 @@ def rank0_decides(env: dist.DistEnv, fn: Callable[[], Any]) -> Any:
             out = ("ok", fn())
         except (InputError, FileNotFoundError) as e:
             out = ("error", str(e))
+    from distill import dist  # torch: only once there is work to coordinate
+
     status, value = dist.all_gather_objects(out)[0]
     if status == "error":
         raise InputError(value)
@@ -212,6 +216,8 @@ def compute_parts(store: PartStore, parts: Sequence[range], todo: Sequence[int],
 
     ``within(done, total)`` is for progress inside a part (e.g. generate_split's ``progress``): rank 0 prints a line
     with the examples done over all parts of ``todo`` every ``progress_interval`` seconds, also mid-part."""
+    from distill import dist
+
     total = sum(len(parts[k]) for k in todo)
     emit = (lambda line: print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}", flush=True)) if env.is_main \
         else (lambda line: None)

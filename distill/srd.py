@@ -28,20 +28,25 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-# write_json_atomic, read_jsonl and settings_conflict are also used as srd.<name> (tools/srd_run.py, the tests).
+# No torch at import (the reflection imports it when it runs): the runner's and the reflection's --help and input
+# errors answer at once. write_json_atomic, read_jsonl and settings_conflict are also used as srd.<name>
+# (tools/srd_run.py, the tests).
 from data_utils.atomic import build_dir, write_json_atomic, write_jsonl_atomic  # noqa: F401
-from data_utils.datasets import IGNORE_INDEX, InstructionDataset, LMCollator, require_split, split_prefix
 from data_utils.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
-from distill import dist
+from data_utils.splits import require_split, split_prefix
 from distill.config import GenerationConfig, InputError, _check, _opt, exit_on_input_error, parse_configs
 from distill.parts import (PartStore, compute_parts, model_digest, part_ranges, part_seed,  # noqa: F401
                            rank0_decides, read_jsonl, settings_conflict, split_digest)
+
+if TYPE_CHECKING:
+    import torch
+
+    from data_utils.datasets import InstructionDataset, LMCollator
+    from distill import dist
 
 RANK_BY = ("rrf", "rouge", "loss")
 REFLECTION_FILE = "reflection.jsonl"
@@ -257,6 +262,11 @@ def per_example_ce(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
     logits [B, T, V], labels [B, T] pre-shifted (-100 ignored) -> (sums [B] float32, counts [B] int64).
     """
+    import torch
+    import torch.nn.functional as F
+
+    from data_utils.datasets import IGNORE_INDEX
+
     sums = []
     for b in range(logits.shape[0]):
         # One row at a time: the float32 copy is [T, V], not [B, T, V] (large vocabularies make the latter huge).
@@ -264,19 +274,21 @@ def per_example_ce(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return torch.stack(sums), (labels != IGNORE_INDEX).sum(-1)
 
 
-@torch.no_grad()
 def ground_truth_losses(model: torch.nn.Module, dataset: InstructionDataset, indices: Sequence[int],
                         collate: LMCollator, batch_size: int,
                         device: torch.device) -> dict[int, tuple[Optional[float], int]]:
     """``{index: (mean token CE on the ground-truth response, or None with no target token; target tokens)}``."""
+    import torch
+
     out: dict[int, tuple[Optional[float], int]] = {}
-    for s in range(0, len(indices), batch_size):
-        batch = collate([dataset[i] for i in indices[s:s + batch_size]])
-        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                       use_cache=False).logits
-        sums, counts = per_example_ce(logits, batch["labels"].to(device))
-        for i, tot, c in zip(batch["index"].tolist(), sums.tolist(), counts.tolist()):
-            out[i] = (tot / c if c > 0 else None, int(c))
+    with torch.no_grad():
+        for s in range(0, len(indices), batch_size):
+            batch = collate([dataset[i] for i in indices[s:s + batch_size]])
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
+            sums, counts = per_example_ce(logits, batch["labels"].to(device))
+            for i, tot, c in zip(batch["index"].tolist(), sums.tolist(), counts.tolist()):
+                out[i] = (tot / c if c > 0 else None, int(c))
     return out
 
 
@@ -284,6 +296,8 @@ def reflect_part(model: torch.nn.Module, tokenizer: Any, dataset: InstructionDat
                  gen: GenerationConfig, cfg: ReflectConfig, env: dist.DistEnv, seed: int,
                  progress: Optional[Callable[[int, int], None]] = None) -> list[dict[str, Any]]:
     """Reflection records of one part, on every rank: generation, Rouge-L and loss are each sharded over ranks."""
+    from data_utils.datasets import LMCollator
+    from distill import dist
     from distill.generation import generate_split
     from distill.metrics import per_example_scores
 
@@ -322,7 +336,7 @@ def load_reflection(path: Path, num_examples: int) -> list[dict[str, Any]]:
 
 
 def check_reflect_inputs(cfg: ReflectConfig) -> None:
-    from distill.models import check_model_dir
+    from distill.inputs import check_model_dir
 
     check_model_dir(cfg.model_path, "--model-path")
     require_split(cfg.data_dir, "train")  # type: ignore[arg-type]
@@ -333,9 +347,11 @@ def check_reflect_inputs(cfg: ReflectConfig) -> None:
 
 def run_reflection(cfg: ReflectConfig, gen: GenerationConfig) -> dict[str, Any]:
     """Computes (or resumes) the reflection and assembles ``<srd-dir>/reflection.jsonl``; returns a summary."""
+    check_reflect_inputs(cfg)
+    from data_utils.datasets import InstructionDataset
+    from distill import dist
     from distill.models import DTYPES, load_model, load_tokenizer
 
-    check_reflect_inputs(cfg)
     srd_dir = Path(cfg.srd_dir)  # type: ignore[arg-type]
     env = dist.init_distributed(use_deepspeed=False)
     if env.device.type == "cpu" and cfg.dtype == "fp16":

@@ -35,22 +35,25 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as `python tools/generate_data.py`: make the repo's packages importable
     sys.path.insert(0, str(REPO_ROOT))
 
 
+# Only torch-free modules here: --help and bad input answer before torch loads; the rest is imported in the run.
 from data_utils.atomic import write_json_atomic, write_jsonl_atomic  # noqa: E402
-from data_utils.datasets import InstructionDataset, require_split  # noqa: E402
-from distill import dist  # noqa: E402
+from data_utils.splits import require_split  # noqa: E402
 from distill.config import (ConfigError, GenerationConfig, InputError, _check, _opt, exit_on_input_error,  # noqa: E402
                             parse_configs)
-from distill.generation import generate_split  # noqa: E402
-from distill.models import DTYPES, check_model_dir, is_adapter_dir, load_model, load_tokenizer  # noqa: E402
+from distill.inputs import check_model_dir, is_adapter_dir  # noqa: E402
 from distill.parts import (PartStore, compute_parts, model_digest, part_ranges, part_seed, rank0_decides,  # noqa: E402
                            read_jsonl, split_digest)
+
+if TYPE_CHECKING:
+    from data_utils.datasets import InstructionDataset
+    from distill import dist
 
 #: Fields the processing tool derives from a record (the rendered prompt); left out of the raw output.
 DERIVED_FIELDS = frozenset({"prompt"})
@@ -178,6 +181,9 @@ def assemble(save: Path, store: PartStore, parts: list[range], valid_records: li
 def generate_parts(cfg: SeqKDConfig, gen: GenerationConfig, env: dist.DistEnv, tokenizer: Any,
                    dataset: InstructionDataset, parts: list[range], todo: list[int], store: PartStore) -> None:
     """Loads the teacher and writes each part of ``todo`` (every rank generates its shard, rank 0 writes)."""
+    from distill.generation import generate_split
+    from distill.models import DTYPES, load_model
+
     model = load_model(cfg.model_path, DTYPES[cfg.dtype], peft_path=cfg.peft_path,  # type: ignore[arg-type]
                        merge_adapter=True).to(env.device)
     model.eval()
@@ -201,6 +207,10 @@ def generate_data(cfg: SeqKDConfig, gen: GenerationConfig) -> dict[str, Any]:
     check_inputs(cfg)
     data_dir, save = Path(cfg.data_dir), Path(cfg.save)  # type: ignore[arg-type]
     store = PartStore(save / PARTS_DIR, by_leaf=True)
+    from data_utils.datasets import InstructionDataset
+    from distill import dist
+    from distill.models import load_tokenizer
+
     env = dist.init_distributed(use_deepspeed=False)
     if env.device.type == "cpu" and cfg.dtype == "fp16":
         raise ConfigError("--dtype fp16 needs a GPU; use bf16 or fp32 on CPU")
