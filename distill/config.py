@@ -217,6 +217,9 @@ def parse_configs(classes: Sequence[type], argv: Optional[Sequence[str]] = None,
         add_dataclass_arguments(parser, cls)
     if extra is not None:
         extra(parser)
+    # DeepSpeed's launcher (`deepspeed`, unless given --no_local_rank) passes --local_rank=N to every rank. The rank is
+    # in the environment too (LOCAL_RANK, where distill/dist.py reads it), so the flag is accepted, hidden and unused.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
     try:
         return [from_namespace(cls, ns) for cls in classes]

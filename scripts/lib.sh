@@ -19,7 +19,15 @@ cd "$BASE_PATH"
 export PYTHONPATH="${BASE_PATH}${PYTHONPATH:+:${PYTHONPATH}}"
 
 PYTHON=${PYTHON:-python}
+# Nodes (docs/multinode.md): NNODES nodes (default 1), this one NODE_RANK of them (0..NNODES-1), meeting at
+# MASTER_ADDR:MASTER_PORT (node 0's address, set explicitly when NNODES > 1, and a port that every node names alike:
+# MASTER_PORT or 29500; on one node a free one); or HOSTFILE, DeepSpeed's launcher starting every host listed there.
 NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+GPUS_PER_NODE_GIVEN=${GPUS_PER_NODE:-}  # with HOSTFILE only a count the user gave caps the hosts' slots
+if [[ -n "${HOSTFILE:-}" && "$HOSTFILE" != /* ]]; then
+    export HOSTFILE="${OLDPWD:-$PWD}/$HOSTFILE"  # relative to where the command was typed, not the repo root
+fi
 # Hardware and precision, asked once per command (a nested launcher, e.g. one the quick start runs, inherits the
 # answer): NUM_GPUS, PRECISION_RESOLVED (fp32|bf16|fp16: the fastest native one for PRECISION=auto, else the one
 # forced, with a warning when it is emulated here) and PRECISION_INFO. Defaults below follow it: the DeepSpeed config
@@ -37,9 +45,6 @@ if [[ "$NUM_GPUS" == "0" ]]; then
     # CPU: OpenMP threads that sleep rather than spin when they wait, so a run on a shared or oversubscribed machine
     # slows down gracefully instead of by several times.
     export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-fi
-if [[ -z "${MASTER_PORT:-}" ]]; then
-    MASTER_PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 fi
 
 # require_path PATH HINT: stop at once, naming what was looked for and how to make or fetch it.
@@ -84,10 +89,59 @@ run_python() {
     "$PYTHON" "$@"
 }
 
-# launch FILE ARGS...: a training/eval entry point on GPUS_PER_NODE processes per node (torchrun; gloo on CPU).
+# check_nodes: stops with one line when NNODES / NODE_RANK / MASTER_ADDR cannot describe a run (launch and srd.sh).
+check_nodes() {
+    if [[ ! "$NNODES" =~ ^[1-9][0-9]*$ ]]; then
+        echo "error: NNODES=$NNODES — give the number of nodes, e.g. NNODES=2" >&2; exit 2
+    fi
+    if [[ ! "$NODE_RANK" =~ ^[0-9]+$ ]] || (( NODE_RANK >= NNODES )); then
+        echo "error: NODE_RANK=$NODE_RANK — give this node's index, 0..$(( NNODES - 1 )) (NNODES=$NNODES)" >&2; exit 2
+    fi
+    if (( NNODES > 1 )) && [[ -z "${HOSTFILE:-}" && -z "${MASTER_ADDR:-}" ]]; then
+        echo "error: NNODES=$NNODES needs MASTER_ADDR, the address of node 0 (the same on every node)" >&2; exit 2
+    fi
+}
+
+# master_port: MASTER_PORT; else 29500 where several nodes must name the same port (NNODES > 1, HOSTFILE), else a
+# free one of this machine.
+master_port() {
+    if [[ -n "${MASTER_PORT:-}" ]]; then
+        echo "$MASTER_PORT"
+    elif [[ "$NNODES" != 1 || -n "${HOSTFILE:-}" ]]; then
+        echo 29500
+    else
+        "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    fi
+}
+
+# launch FILE ARGS...: a training/eval entry point on GPUS_PER_NODE processes on each of NNODES nodes (gloo on CPU):
+#   HOSTFILE set          DeepSpeed's launcher (`deepspeed`, run as python -m deepspeed.launcher.runner) starts every
+#                         host of the hostfile over ssh (pdsh); DEEPSPEED_ARGS adds launcher flags (e.g. --no_ssh_check)
+#   one node, one process $PYTHON FILE ARGS: the entry point makes its own world of one (distill/dist.py), which saves
+#                         torchrun's extra interpreter and torch import (seconds per launch)
+#   otherwise             torchrun (--nnodes --node_rank --nproc_per_node --master_addr --master_port); for NNODES > 1
+#                         the same command runs on every node, each with its NODE_RANK
 launch() {
-    local cmd=("$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$GPUS_PER_NODE"
-               --master_addr "${MASTER_ADDR:-127.0.0.1}" --master_port "$MASTER_PORT" "$@")
+    check_nodes
+    local cmd
+    if [[ -n "${HOSTFILE:-}" ]]; then
+        if [[ ! -f "$HOSTFILE" ]]; then
+            echo "error: HOSTFILE=$HOSTFILE not found — write one line per node, e.g. 'node1 slots=8'" >&2
+            exit 1
+        fi
+        # --no_local_rank: ranks read LOCAL_RANK from the environment, as under torchrun.
+        cmd=("$PYTHON" -m deepspeed.launcher.runner --hostfile "$HOSTFILE" ${MASTER_ADDR:+--master_addr "$MASTER_ADDR"}
+             --master_port "$(master_port)" ${GPUS_PER_NODE_GIVEN:+--num_gpus "$GPUS_PER_NODE"} --no_local_rank)
+        # shellcheck disable=SC2206  # DEEPSPEED_ARGS is a word list
+        cmd+=(${DEEPSPEED_ARGS:-})
+        cmd+=("$@")
+    elif [[ "$NNODES" == 1 && "$GPUS_PER_NODE" == 1 ]]; then
+        cmd=("$PYTHON" "$@")
+    else
+        cmd=("$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --node_rank "$NODE_RANK"
+             --nproc_per_node "$GPUS_PER_NODE" --master_addr "${MASTER_ADDR:-127.0.0.1}" --master_port "$(master_port)"
+             "$@")
+    fi
     echo "+ ${cmd[*]}" >&2
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / GPUS_PER_NODE > 0 ? $(nproc) / GPUS_PER_NODE : 1 ))} "${cmd[@]}"
 }

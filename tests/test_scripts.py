@@ -2,8 +2,10 @@
 
 Every SFT script is checked cheaply with a stand-in ``PYTHON`` that records its command line (which is then parsed by
 the real argument parser): the script's defaults reach the command, environment overrides and pass-through flags win,
-and a missing checkpoint or data directory stops it at once with the path and the command that makes it. One script
-per family then runs one real training step (torchrun, 1 CPU process), and the evaluation script one real evaluation.
+and a missing checkpoint or data directory stops it at once with the path and the command that makes it; the launch
+forms (one process: the entry point itself; torchrun on one or several nodes; DeepSpeed's launcher with a hostfile) are
+checked the same way. One script per family then runs one real training step (1 CPU process), and the evaluation
+script one real evaluation.
 """
 from __future__ import annotations
 
@@ -61,8 +63,8 @@ def recorder(tmp_path: Path, subprocess_env: dict[str, str]) -> tuple[dict[str, 
 
 
 def recorded_train_configs(argv_file: Path) -> tuple[list[str], list]:
+    """(the launcher's arguments before train_sft.py — none when it runs directly, the parsed training flags)."""
     argv = argv_file.read_text().split("\0")[:-1]
-    assert argv[:2] == ["-m", "torch.distributed.run"], argv
     launcher, args = argv[:argv.index("train_sft.py")], argv[argv.index("train_sft.py") + 1:]
     return launcher, parse_configs([ModelConfig, DataConfig, TrainConfig, GenerationConfig], args)
 
@@ -85,8 +87,8 @@ def test_sft_script_command_line(script: str, recorder, tiny_models: dict, proce
     proc = run_script(script, env)
     assert proc.returncode == 0, proc.stderr
     launcher, (model, data_cfg, train, gen) = recorded_train_configs(argv_file)
-    assert launcher[launcher.index("--nproc_per_node") + 1] == "1"
-    assert launcher[launcher.index("--master_port") + 1] == "29999"
+    assert launcher == []  # one node, one process: `$PYTHON train_sft.py ...`, no torchrun
+    assert f"+ {env['PYTHON']} train_sft.py --model-path" in proc.stderr  # the command is echoed
     assert (model.model_path, data_cfg.data_dir, train.save) == (str(ckpt), str(data), str(tmp_path / "save"))
     assert train.lr == float(script_default(script, "LR"))
     assert train.batch_size == int(script_default(script, "BATCH_SIZE"))
@@ -110,6 +112,72 @@ def test_sft_script_command_line(script: str, recorder, tiny_models: dict, proce
     _, (model, data_cfg, train, gen) = recorded_train_configs(argv_file)
     assert train.lr == 0.5 and train.deepspeed_config == FP32
     assert (train.total_iters, train.batch_size, gen.max_new_tokens, train.seed) == (1, 2, 8, 3)
+
+
+def test_launch_forms(recorder, tiny_models: dict, processed_tiny_root: Path, tmp_path: Path) -> None:
+    """scripts/lib.sh launch(): torchrun for several processes or nodes (NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT;
+    a fixed port on several nodes), DeepSpeed's launcher with HOSTFILE, and one-line errors for what cannot work."""
+    env, argv_file = recorder
+    script = "scripts/gpt2/sft/sft_base.sh"
+    env.update(CKPT=str(tiny_models["gpt2"]["student"]), DATA_DIR=str(processed_tiny_root / "synth" / "full" / "gpt2"),
+               SAVE_PATH=str(tmp_path / "save"))
+    del env["MASTER_PORT"]
+
+    def launcher(**overrides: str) -> list[str]:
+        argv_file.unlink(missing_ok=True)
+        e = {k: v for k, v in {**env, **overrides}.items() if v != "<unset>"}
+        proc = run_script(script, e)
+        assert proc.returncode == 0, proc.stderr
+        launched, (_, _, train, _) = recorded_train_configs(argv_file)
+        assert train.save == str(tmp_path / "save")  # the entry point and its flags follow the launcher's arguments
+        return launched
+
+    def refused(**overrides: str) -> str:
+        argv_file.unlink(missing_ok=True)
+        proc = run_script(script, {k: v for k, v in {**env, **overrides}.items() if v != "<unset>"})
+        assert proc.returncode != 0 and not argv_file.exists()
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, proc.stderr
+        return errors[0]
+
+    torchrun = ["-m", "torch.distributed.run"]
+    # One node, several processes: torchrun; a free port of this machine unless MASTER_PORT is set (the stub's
+    # answer to the free-port query is 0).
+    assert launcher(GPUS_PER_NODE="2") == [*torchrun, "--nnodes", "1", "--node_rank", "0", "--nproc_per_node", "2",
+                                           "--master_addr", "127.0.0.1", "--master_port", "0"]
+    assert launcher(GPUS_PER_NODE="2", MASTER_PORT="29999")[-1] == "29999"
+    # Several nodes: torchrun even for one process per node, the node's rank, node 0's address and a fixed port.
+    multi = {"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1"}
+    assert launcher(**multi) == [*torchrun, "--nnodes", "2", "--node_rank", "1", "--nproc_per_node", "1",
+                                 "--master_addr", "10.0.0.1", "--master_port", "29500"]
+    assert launcher(**multi, MASTER_PORT="29999", GPUS_PER_NODE="8")[-5:] == ["8", "--master_addr", "10.0.0.1",
+                                                                              "--master_port", "29999"]
+    assert "MASTER_ADDR" in refused(NNODES="2")
+    assert "NODE_RANK=2" in refused(**{**multi, "NODE_RANK": "2"}) and "NNODES=x" in refused(NNODES="x")
+
+    # HOSTFILE: DeepSpeed's launcher (the `deepspeed` command) starts every host; ranks find LOCAL_RANK in the
+    # environment (--no_local_rank: the entry points take no --local_rank flag). --num_gpus only when GPUS_PER_NODE
+    # is given, else the hostfile's slots decide; a relative HOSTFILE is found from where the command was typed.
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("node1 slots=4\nnode2 slots=4\n")
+    deepspeed = ["-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile)]
+    assert launcher(HOSTFILE=str(hostfile), GPUS_PER_NODE="<unset>") == [*deepspeed, "--master_port", "29500",
+                                                                         "--no_local_rank"]
+    assert launcher(HOSTFILE=str(hostfile), MASTER_ADDR="node1", MASTER_PORT="29999", GPUS_PER_NODE="2",
+                    DEEPSPEED_ARGS="--launcher openmpi --no_ssh_check") == [
+        *deepspeed, "--master_addr", "node1", "--master_port", "29999", "--num_gpus", "2", "--no_local_rank",
+        "--launcher", "openmpi", "--no_ssh_check"]
+    argv_file.unlink()
+    proc = subprocess.run(["bash", str(REPO_ROOT / script)], cwd=tmp_path, env={**env, "HOSTFILE": "hostfile"},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert recorded_train_configs(argv_file)[0][:4] == deepspeed
+    # A plain `deepspeed train_sft.py ...` (no --no_local_rank) passes --local_rank=N too: accepted and unused.
+    argv = argv_file.read_text().split("\0")[:-1]
+    args, classes = argv[argv.index("train_sft.py") + 1:], [ModelConfig, DataConfig, TrainConfig, GenerationConfig]
+    assert parse_configs(classes, [*args, "--local_rank=1"]) == parse_configs(classes, args)
+    assert parse_configs(classes, [*args, "--local-rank", "0"]) == parse_configs(classes, args)
+    assert str(tmp_path / "absent") in refused(HOSTFILE=str(tmp_path / "absent"))
 
 
 @pytest.mark.parametrize("script", SFT_SCRIPTS)

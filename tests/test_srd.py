@@ -10,6 +10,10 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import threading
+import time
+import types
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -394,6 +398,105 @@ def test_flags_split_between_runner_and_training() -> None:
     assert srd_run.default_srd_dir("data/x", "results/a/run7/best") == Path("data/x/srd/run7")
 
 
+def test_runner_launch_command_on_two_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--nnodes 2: every step's torchrun is this node's part of a 2-node run (its --node_rank, node 0's address, a
+    port all nodes name alike); one node keeps the single-node command."""
+    calls: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(srd_run, "subprocess", types.SimpleNamespace(
+        run=lambda cmd, env: calls.append((cmd, env)) or subprocess.CompletedProcess(cmd, 0)))
+    monkeypatch.setenv("RANK", "3")  # a caller's own process-group variables stay out of the workers' environment
+    cfg, _ = srd_run.split_argv(["--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1",
+                                 "--nproc-per-node", "4"])
+    assert srd_run.make_launcher(cfg)("train", ["--lr", "1"]) == 0
+    cmd, env = calls[-1]
+    assert cmd == [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", "1",
+                   "--nproc_per_node", "4", "--master_addr", "10.0.0.1", "--master_port", "29500",
+                   str(REPO_ROOT / "train_distill.py"), "--lr", "1"]
+    assert "RANK" not in env and env["OMP_NUM_THREADS"]
+    cfg, _ = srd_run.split_argv(["--nnodes", "2", "--node-rank", "0", "--master-addr", "h0", "--master-port", "2"])
+    assert srd_run.make_launcher(cfg)("reflect", [])  == 0
+    assert calls[-1][0][3:13] == ["--nnodes", "2", "--node_rank", "0", "--nproc_per_node", "1", "--master_addr", "h0",
+                                  "--master_port", "2"] and calls[-1][0][13].endswith("tools/srd_reflect.py")
+    one = srd_run.make_launcher(srd_run.split_argv([])[0]).command("train", [])  # type: ignore[union-attr]
+    assert one[3:9] == ["--nnodes", "1", "--nproc_per_node", "1", "--master_addr", "127.0.0.1"]
+    assert "--node_rank" not in one and int(one[10]) > 0  # a free port per launch
+    for bad in (["--nnodes", "2"], ["--nnodes", "2", "--master-addr", "h0", "--node-rank", "2"],
+                ["--nnodes", "2", "--master-addr", "h0", "--launcher", "fork"]):
+        with pytest.raises(SystemExit):
+            srd_run.split_argv(bad)
+
+
+def test_runner_on_two_nodes_node0_writes_and_node1_waits(processed: Path, tiny_models: dict, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node 0's and node 1's runners, in two threads on one directory (a shared filesystem). Their launchers stand
+    in for the steps: both meet at a barrier, as torchrun's rendezvous starts a step on all nodes together; node 1's
+    part returns at once, node 0's writes what the step writes (reflection, checkpoints) a moment later, as its rank 0
+    does. Node 1 must launch the same steps with the same flags, read node 0's files only once they are complete, and
+    write nothing itself."""
+    save, srd_dir = tmp_path / "run", tmp_path / "srd"
+    monkeypatch.setattr(srd_run, "WAIT_POLL", 0.05)
+    # A stand-in reflection (the real one is tested above): deterministic scores, complete once node 0 "wrote" it.
+    n = len(IndexedDataset(processed / "train_0"))
+    scores = [{"index": i, "rougeL": float(i * 37 % 101), "loss": i * 53 % 97 / 10, "loss_tokens": 5} for i in range(n)]
+    monkeypatch.setattr(srd, "reflection_is_complete", lambda d, settings: (Path(d) / "reflected").is_file())
+    monkeypatch.setattr(srd, "load_reflection", lambda path, num: scores)
+    writers: list[str] = []
+    for name in ("write_json_atomic", "write_stage_data", "write_ranking"):
+        def recording(*a: Any, _real=getattr(srd, name), **k: Any) -> Any:
+            writers.append(threading.current_thread().name)
+            return _real(*a, **k)
+        monkeypatch.setattr(srd, name, recording)
+
+    rendezvous = threading.Barrier(2, timeout=60)
+    calls: dict[int, list[tuple[str, list[str]]]] = {0: [], 1: []}
+
+    def launcher(node: int):
+        def launch(entry: str, argv: Sequence[str]) -> int:
+            calls[node].append((entry, list(argv)))
+            if entry == "train":  # what every rank loads: the stage data and the previous stage's final checkpoint
+                assert (Path(last_value(argv, "--data-dir")) / srd.STAGE_MARKER).is_file()
+                assert (Path(last_value(argv, "--model-path")) / "config.json").is_file()
+            rendezvous.wait()
+            if node == 0:
+                time.sleep(0.3)  # node 1's part has returned; node 0's rank 0 is still writing
+                if entry == "reflect":
+                    srd_dir.mkdir(parents=True, exist_ok=True)
+                    (srd_dir / "reflected").write_text("")
+                else:
+                    run, steps = Path(last_value(argv, "--save")), int(last_value(argv, "--total-iters"))
+                    shutil.copytree(tiny_models["gpt2"]["student"], run / str(steps))
+                    (run / "metrics.jsonl").write_text(json.dumps({"step": steps, "valid/rougeL": 10.0}) + "\n")
+                    (run / str(steps) / "trainer_state.json").write_text("{}")
+            return 0
+        return launch
+
+    results: dict[int, Any] = {}
+
+    def node(rank: int) -> None:
+        try:
+            results[rank] = srd_run.run_srd(
+                _run_argv(tiny_models, processed, save, "--stage-iters", "3", "--baseline-dir", str(tmp_path / "no"),
+                          "--nnodes", "2", "--node-rank", str(rank), "--master-addr", "127.0.0.1"),
+                launcher=launcher(rank))
+        except BaseException as e:  # the other node must not wait at the barrier for a node that is gone
+            results[rank] = e
+            rendezvous.abort()
+
+    threads = [threading.Thread(target=node, args=(r,), name=f"node{r}") for r in (1, 0)]  # node 1 first: it waits
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(isinstance(r, BaseException) for r in results.values()), results
+    assert [c[0] for c in calls[0]] == ["reflect", "train", "train"] and calls[1] == calls[0]
+    assert last_value(calls[1][2][1], "--model-path") == str(save / "stage_0" / "3")  # node 0's final checkpoint
+    assert set(writers) == {"node0"}
+    assert results[1]["node_rank"] == 1 and [s["status"] for s in results[1]["stages"]] == ["done", "done"]
+    plan = json.loads((save / srd_run.PLAN_FILE).read_text())
+    assert plan["reflection"]["status"] == "done" and [s["status"] for s in plan["stages"]] == ["done", "done"]
+    assert results[0]["best"]["step"] == 3 and (save / srd_run.REPORT_FILE).is_file()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Launch scripts
 # ----------------------------------------------------------------------------------------------------------------
@@ -451,3 +554,38 @@ def test_srd_script_routes_every_flag(family: str, tiny_models: dict, processed_
     env["CKPT"] = str(tmp_path / "absent")
     proc = subprocess.run(["bash", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and f"missing {tmp_path / 'absent'}" in proc.stderr
+
+
+def test_srd_script_on_several_nodes(tiny_models: dict, processed_tiny_root: Path, tmp_path: Path,
+                                     subprocess_env: dict[str, str]) -> None:
+    """NNODES > 1: the script hands the node settings to the runner (which starts each step's torchrun on this node
+    with them) and pins the port, so every node's runner uses the same one; without MASTER_ADDR, or with HOSTFILE,
+    it stops with one line."""
+    script = PAIRS["gpt2"][0]
+    stub, argv_file = tmp_path / "python-stub", tmp_path / "argv"
+    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\0" "$@" > "$ARGV_FILE"\n')
+    stub.chmod(0o755)
+    env = {**subprocess_env, "PYTHON": str(stub), "ARGV_FILE": str(argv_file), "GPUS_PER_NODE": "2",
+           "CKPT": str(tiny_models["gpt2"]["student"]), "TEACHER_CKPT": str(tiny_models["gpt2"]["teacher"]),
+           "DATA_DIR": str(processed_tiny_root / "synth" / "full" / "gpt2"), "NNODES": "2", "NODE_RANK": "1",
+           "MASTER_ADDR": "10.0.0.1"}
+
+    def run(**overrides: str) -> subprocess.CompletedProcess:
+        argv_file.unlink(missing_ok=True)
+        return subprocess.run(["bash", script], cwd=REPO_ROOT, env={**env, **overrides}, capture_output=True,
+                              text=True, timeout=60)
+
+    proc = run()
+    assert proc.returncode == 0, proc.stderr
+    argv = argv_file.read_text().split("\0")[:-1]
+    cfg, rest = srd_run.split_argv(argv[1:])
+    assert (cfg.nnodes, cfg.node_rank, cfg.master_addr, cfg.master_port, cfg.nproc_per_node) == (2, 1, "10.0.0.1",
+                                                                                               29500, 2)
+    assert srd_run.parse_train_argv(rest).train.save.endswith("/srd/gpt2-base-gpt2-xlarge-tfkl")
+    proc = run(MASTER_PORT="29999")
+    assert proc.returncode == 0 and srd_run.split_argv(argv_file.read_text().split("\0")[1:-1])[0].master_port == 29999
+    for overrides, needle in (({"MASTER_ADDR": ""}, "MASTER_ADDR"), ({"NODE_RANK": "2"}, "NODE_RANK=2"),
+                              ({"HOSTFILE": str(tmp_path / "hosts")}, "HOSTFILE")):
+        proc = run(**overrides)
+        assert proc.returncode != 0 and not argv_file.exists() and needle in proc.stderr, proc.stderr
+        assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) == 1

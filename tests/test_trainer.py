@@ -9,8 +9,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,51 @@ def free_port() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return str(s.getsockname()[1])
+
+
+def run_nodes(cmd: list[str], envs: list[dict[str, str]], logs: Path, timeout: int = 300) -> list[str]:
+    """Runs ``cmd`` once per environment, concurrently (one per "node"); returns each one's output. When one fails
+    or the time is up, the others are stopped too — their whole process groups: bash, torchrun and its workers."""
+    logs.mkdir(parents=True, exist_ok=True)
+    procs, files = [], []
+    for i, env in enumerate(envs):
+        files.append(open(logs / f"node{i}.log", "w+", encoding="utf-8"))
+        procs.append(subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=files[-1], stderr=subprocess.STDOUT,
+                                      text=True, start_new_session=True))
+
+    def stop_all() -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # torchrun passes SIGTERM on to its workers
+            for proc in procs:
+                if proc.poll() is None:
+                    try:
+                        os.killpg(proc.pid, sig)
+                    except ProcessLookupError:
+                        pass
+            try:
+                for proc in procs:
+                    proc.wait(timeout=15)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            codes = [proc.poll() for proc in procs]  # every one, each time
+            if all(c == 0 for c in codes) or any(c not in (None, 0) for c in codes) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        stop_all()
+    outputs = []
+    for f in files:
+        f.seek(0)
+        outputs.append(f.read())
+        f.close()
+    codes = [proc.returncode for proc in procs]
+    assert codes == [0] * len(procs), f"{' '.join(cmd)}: exit codes {codes}" + "".join(
+        f"\n--- node {i}:\n{out[-3000:]}" for i, out in enumerate(outputs))
+    return outputs
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -176,11 +223,14 @@ def test_kill_and_resume_equals_uninterrupted(tiny_models: dict, processed_tiny:
 
 def test_loss_is_normalised_over_the_global_batch(tiny_models: dict, processed_tiny: Path, tmp_path: Path,
                                                   subprocess_env: dict[str, str]) -> None:
-    """batch 8 x 1, batch 4 x 2 accumulation, and 2 processes x batch 4 all train the same model."""
+    """batch 8 x 1, batch 4 x 2 accumulation, 2 processes x batch 4, and 2 nodes x 1 process x batch 4 (two launcher
+    invocations on localhost, NODE_RANK 0 and 1, writing to one --save as on a shared filesystem) all train the same
+    model."""
     student = tiny_models["gpt2"]["student"]
     common = ("--total-iters", "4", "--lr", "1e-3", "--lr-schedule", "constant", "--dev-num", "4",
               "--eval-batch-size", "4")
-    runs = {"b8": tmp_path / "b8", "b4_gas2": tmp_path / "b4_gas2", "2proc_b4": tmp_path / "2proc_b4"}
+    runs = {"b8": tmp_path / "b8", "b4_gas2": tmp_path / "b4_gas2", "2proc_b4": tmp_path / "2proc_b4",
+            "2node_b4": tmp_path / "2node_b4"}
     train_sft.main(tiny_train_args(student, processed_tiny, runs["b8"], *common, "--batch-size", "8"))
     train_sft.main(tiny_train_args(student, processed_tiny, runs["b4_gas2"], *common, "--batch-size", "4",
                                    "--gradient-accumulation-steps", "2"))
@@ -188,6 +238,23 @@ def test_loss_is_normalised_over_the_global_batch(tiny_models: dict, processed_t
                  free_port(), "train_sft.py",
                  *tiny_train_args(student, processed_tiny, runs["2proc_b4"], *common, "--batch-size", "4")],
                 subprocess_env)
+    # Through the launcher, as on two machines: the script's own training flags are overridden by the same flags
+    # (passed through last, so they win), and --no-eval-gen turns off its generation.
+    node_env = {**subprocess_env, "NNODES": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": free_port(),
+                "GPUS_PER_NODE": "1", "CKPT": str(student), "DATA_DIR": str(processed_tiny),
+                "SAVE_PATH": str(runs["2node_b4"]),
+                "DS_CONFIG": str(REPO_ROOT / "configs" / "deepspeed" / "ds_config_zero0_fp32.json")}
+    out = run_nodes(["bash", "scripts/gpt2/sft/sft_base.sh",
+                     *tiny_train_args(student, processed_tiny, runs["2node_b4"], *common, "--batch-size", "4"),
+                     "--no-eval-gen"], [{**node_env, "NODE_RANK": str(r)} for r in (0, 1)], tmp_path / "node_logs")
+    for r in (0, 1):
+        assert f"torch.distributed.run --nnodes 2 --node_rank {r} --nproc_per_node 1" in out[r], out[r][-3000:]
+    assert "world size 2" in (runs["2node_b4"] / "log.txt").read_text()
+    args = {k: json.loads((runs[k] / "args.json").read_text()) for k in ("2proc_b4", "2node_b4")}
+    for a in args.values():  # what only the script sets, and no 4-step run without generation uses
+        for key in ("save", "epochs", "max_new_tokens"):
+            a.pop(key)
+    assert args["2node_b4"] == args["2proc_b4"]
 
     # The step-1 global batch, as the data order gives it, under the untrained student.
     tokenizer = load_tokenizer(str(student))
@@ -213,7 +280,7 @@ def test_loss_is_normalised_over_the_global_batch(tiny_models: dict, processed_t
     final = {k: weights(r / "4") for k, r in runs.items()}
     init = {k: v for k, v in load_file(str(student / "model.safetensors")).items() if k in final["b8"]}
     assert max_abs_diff(final["b8"], init) > 1e-3  # training moved the weights far beyond the tolerance
-    for k in ("b4_gas2", "2proc_b4"):
+    for k in ("b4_gas2", "2proc_b4", "2node_b4"):
         assert max_abs_diff(final[k], final["b8"]) < 1e-5, k
 
 

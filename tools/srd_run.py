@@ -14,8 +14,14 @@ previous stage's last or best checkpoint), ``--data-dir`` (the stage's data), ``
 ``--temperature-kld`` (the schedule), ``--eval-gen`` (stages are compared by validation Rouge-L), ``--run-name``,
 ``--epochs``/``--total-iters`` from ``--stage-epochs``/``--stage-iters``, and ``--resume`` when the stage has
 checkpoints. Reflection and stages run as ``python -m torch.distributed.run --nproc_per_node N`` subprocesses
-(``--launcher torchrun``, one node) or, for one process, in a child forked from a fork server that imported the
-training stack once (``--launcher fork``: no interpreter start-up per step; tests use it).
+(``--launcher torchrun``) or, for one process, in a child forked from a fork server that imported the training stack
+once (``--launcher fork``: no interpreter start-up per step; tests use it).
+
+Several nodes (``--nnodes N --node-rank R --master-addr HOST``, docs/multinode.md): the same command runs on every
+node, whose runners each start their node's part of every torchrun (the rendezvous at HOST:--master-port starts a step
+on all nodes together). Every node computes the same plan; only node 0 writes files (plan, ranking, stage data, best,
+report), and on a filesystem shared by the nodes the others wait for what they read: node 0's stage data before the
+stages, and after each step node 0's record that it finished (and the stage's final checkpoint).
 
 Re-running the same command resumes: a finished reflection, current stage data and stages whose final checkpoint
 is complete are skipped, and an interrupted stage continues from its newest checkpoint. Outputs, under ``--save``:
@@ -98,8 +104,15 @@ class SRDConfig:
     launcher: Literal["torchrun", "fork"] = _opt("torchrun", "How reflection and stages are started: torchrun "
                                                              "subprocesses, or children of a fork server (one "
                                                              "process).")
-    nproc_per_node: int = _opt(1, "Processes (GPUs) per stage and for the reflection.")
-    master_port: Optional[int] = _opt(None, "torchrun master port (default: a free one per launch).")
+    nproc_per_node: int = _opt(1, "Processes (GPUs) per node, per stage and for the reflection.")
+    nnodes: int = _opt(1, "Nodes; run the same command on each, with its --node-rank (torchrun only).")
+    node_rank: int = _opt(0, "This node's index, 0..nnodes-1; only node 0 writes the plan, stage data and report.")
+    master_addr: Optional[str] = _opt(None, "Address of node 0, the same on every node (required with --nnodes > "
+                                            "1; default 127.0.0.1).")
+    master_port: Optional[int] = _opt(None, "torchrun master port (default: a free one per launch on one node; "
+                                            "29500 with --nnodes > 1, where every node must name the same one).")
+    node_wait_timeout: float = _opt(1800.0, "Seconds a node other than 0 waits for a file node 0 writes (stage "
+                                            "data, its record of a finished step, a stage's final checkpoint).")
     baseline_dir: Optional[str] = _opt(None, "Plain KD run to compare with (default: the only "
                                              "results/<family>/train/kd/*-<type> if there is exactly one).")
 
@@ -113,6 +126,14 @@ class SRDConfig:
         _check(self.nproc_per_node >= 1, "nproc_per_node", "must be >= 1")
         _check(not (self.launcher == "fork" and self.nproc_per_node > 1), "launcher",
                "fork runs one process; use --launcher torchrun for --nproc-per-node > 1")
+        _check(self.nnodes >= 1, "nnodes", "must be >= 1")
+        _check(0 <= self.node_rank < self.nnodes, "node_rank", f"must be in 0..{self.nnodes - 1} (--nnodes), got "
+                                                               f"{self.node_rank}")
+        _check(self.nnodes == 1 or self.master_addr, "master_addr",
+               "is required with --nnodes > 1: the address of node 0, the same on every node")
+        _check(not (self.launcher == "fork" and self.nnodes > 1), "launcher",
+               "fork runs on this node only; use --launcher torchrun for --nnodes > 1")
+        _check(self.node_wait_timeout > 0, "node_wait_timeout", "must be positive")
         for name in ("stage_epochs", "stage_iters"):
             values = getattr(self, name)
             _check(values is None or all(v > 0 for v in values), name, "values must be positive")
@@ -228,16 +249,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class TorchrunLauncher:
-    """Runs an entry point as ``python -m torch.distributed.run --nproc_per_node N`` on this node."""
+#: torchrun's master port when several nodes must name the same one and none was given.
+MULTINODE_PORT = 29500
 
-    def __init__(self, nproc: int, master_port: Optional[int] = None, python: str = sys.executable):
+
+class TorchrunLauncher:
+    """Runs an entry point as ``python -m torch.distributed.run --nproc_per_node N`` on this node; with ``nnodes``
+    > 1 as this node's (``node_rank``) part of a run on all of them, which meet at ``master_addr:master_port``."""
+
+    def __init__(self, nproc: int, master_port: Optional[int] = None, python: str = sys.executable, nnodes: int = 1,
+                 node_rank: int = 0, master_addr: Optional[str] = None):
         self.nproc, self.master_port, self.python = nproc, master_port, python
+        self.nnodes, self.node_rank, self.master_addr = nnodes, node_rank, master_addr
+
+    def command(self, entry: str, argv: Sequence[str]) -> list[str]:
+        nodes = ["--nnodes", "1"] if self.nnodes == 1 else ["--nnodes", str(self.nnodes), "--node_rank",
+                                                              str(self.node_rank)]
+        # Several nodes: a fixed port, since every node's runner must give its torchrun the same one.
+        port = self.master_port or (free_port() if self.nnodes == 1 else MULTINODE_PORT)
+        return [self.python, "-m", "torch.distributed.run", *nodes, "--nproc_per_node", str(self.nproc),
+                "--master_addr", self.master_addr or "127.0.0.1", "--master_port", str(port),
+                str(REPO_ROOT / ENTRY_SCRIPTS[entry]), *argv]
 
     def __call__(self, entry: str, argv: Sequence[str]) -> int:
-        cmd = [self.python, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(self.nproc),
-               "--master_addr", "127.0.0.1", "--master_port", str(self.master_port or free_port()),
-               str(REPO_ROOT / ENTRY_SCRIPTS[entry]), *argv]
+        cmd = self.command(entry, argv)
         # A caller that itself ran as a rank (RANK, MASTER_PORT, ...) must not hand that to torchrun's workers.
         env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
@@ -279,7 +314,48 @@ class ForkLauncher:
 
 
 def make_launcher(cfg: SRDConfig) -> Launcher:
-    return ForkLauncher() if cfg.launcher == "fork" else TorchrunLauncher(cfg.nproc_per_node, cfg.master_port)
+    if cfg.launcher == "fork":
+        return ForkLauncher()
+    return TorchrunLauncher(cfg.nproc_per_node, cfg.master_port, nnodes=cfg.nnodes, node_rank=cfg.node_rank,
+                            master_addr=cfg.master_addr)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Several nodes: node 0 writes, the others wait for it
+# ----------------------------------------------------------------------------------------------------------------
+#: Seconds between two looks at a file node 0 writes.
+WAIT_POLL = 2.0
+
+
+def wait_for(ready: Callable[[], bool], what: str, timeout: float) -> None:
+    """Returns once ``ready()``; a node other than 0 waiting for ``what`` node 0 writes (StepFailed after
+    ``timeout`` seconds)."""
+    if ready():
+        return
+    print(f"waiting for node 0: {what}", flush=True)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise StepFailed(f"node 0 did not write {what} within {timeout:g} s (--node-wait-timeout); is it running "
+                             f"the same command, on a filesystem this node shares?")
+        time.sleep(WAIT_POLL)
+
+
+def node0_finished(save: Path, stage: Optional[int], what: str) -> Callable[[], bool]:
+    """Whether node 0's plan records the reflection (``stage`` None) or that stage as done: node 0's runner, and with
+    it its torchrun and the rendezvous store it hosts, is past the step. It marked the step running before it
+    launched, i.e. before any node could finish it, so a status left from an earlier run cannot pass for it."""
+    def ready() -> bool:
+        try:
+            plan = json.loads((save / PLAN_FILE).read_text(encoding="utf-8"))
+            status = (plan["reflection"] if stage is None else plan["stages"][stage]).get("status")
+        except (OSError, json.JSONDecodeError, KeyError, IndexError):
+            return False
+        if isinstance(status, str) and status.startswith("failed"):
+            raise StepFailed(f"{what} {status} on node 0; fix the cause and re-run the same command on every node")
+        return status == "done"
+
+    return ready
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -574,7 +650,8 @@ def read_groups(data_dir: Path, field: Optional[str], num_examples: int) -> Opti
 
 
 def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] = None) -> dict[str, Any]:
-    """The whole pipeline; returns the report (also in ``<save>/srd_report.json``)."""
+    """The whole pipeline; returns the report (also in ``<save>/srd_report.json``) — on a node other than 0, which
+    writes nothing, its node rank and the stages."""
     cfg, rest = split_argv(sys.argv[1:] if argv is None else argv)
     passthrough = drop_flags(rest, RESUME_FLAGS)
     args = parse_train_argv(passthrough)
@@ -596,7 +673,8 @@ def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] =
     stage_root = srd_dir / (f"{cfg.rank_by}-n{cfg.num_stages}" + (f"-k{cfg.rrf_k:g}" if cfg.rank_by == "rrf" else "")
                             + (f"-by-{cfg.stratify_by}" if cfg.stratify_by else ""))
     stage_saves = [save / f"stage_{i}" for i in range(n_stages)]
-    world = cfg.nproc_per_node if cfg.launcher == "torchrun" else 1
+    world = cfg.nproc_per_node * cfg.nnodes if cfg.launcher == "torchrun" else 1
+    leader = cfg.node_rank == 0  # the only node that writes; see wait_for
     run_name = args.train.run_name or save.name
     peft_base = str(args.model.model_path) if args.model.peft == "lora" else None
     ends = [sum(sizes[: i + 1]) for i in range(n_stages)]
@@ -616,24 +694,40 @@ def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] =
         old["planned_steps"] = new["planned_steps"]
     plan["num_examples"] = num_examples
     plan["argv"] = list(sys.argv[1:] if argv is None else argv)
-    save.mkdir(parents=True, exist_ok=True)
-    srd.write_json_atomic(save / PLAN_FILE, plan)
+
+    def write_plan() -> None:
+        if leader:
+            srd.write_json_atomic(save / PLAN_FILE, plan)
+
+    if leader:
+        save.mkdir(parents=True, exist_ok=True)
+    write_plan()
     launch = launcher or make_launcher(cfg)
+    timeout = cfg.node_wait_timeout
 
     # 1. Reflection.
     dtype = cfg.reflect_dtype or _ds_dtype(args.train.deepspeed_config)
     r_argv = reflect_argv(cfg, args, srd_dir, dtype)
     r_cfg, r_gen = srd.parse_reflect_args(r_argv)
-    if srd.reflection_is_complete(srd_dir, srd.reflection_settings(r_cfg, r_gen, num_examples)):
+    r_settings = srd.reflection_settings(r_cfg, r_gen, num_examples)
+    if srd.reflection_is_complete(srd_dir, r_settings):
         print(f"reflection: {srd_dir / srd.REFLECTION_FILE} is complete; skipped", flush=True)
     else:
+        plan["reflection"]["status"] = "running"
+        write_plan()
         t0 = time.time()
         rc = launch("reflect", r_argv)
         plan["reflection"]["wall_seconds"] += time.time() - t0
-        srd.write_json_atomic(save / PLAN_FILE, plan)
+        plan["reflection"]["status"] = "done" if rc == 0 else f"failed (exit code {rc})"
+        write_plan()
         if rc != 0:
             raise StepFailed(f"reflection failed (exit code {rc}); fix the cause and re-run the same command "
                              f"(finished parts are kept)")
+        if not leader:
+            wait_for(node0_finished(save, None, "the reflection"), f"its record of the finished reflection in "
+                                                                    f"{save / PLAN_FILE}", timeout)
+            wait_for(lambda: srd.reflection_is_complete(srd_dir, r_settings), str(srd_dir / srd.REFLECTION_FILE),
+                     timeout)
 
     # 2. Ranking and 3. stage data.
     reflection = srd.load_reflection(srd_dir / srd.REFLECTION_FILE, num_examples)
@@ -642,12 +736,20 @@ def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] =
         ranked = srd.rank_examples(rouge, losses, cfg.rank_by, cfg.rrf_k)
     else:
         ranked, _ = srd.stratified_ranking(rouge, losses, groups, cfg.num_stages, cfg.rank_by, cfg.rrf_k)  # sizes known
-    srd.write_ranking(stage_root / srd.RANKING_FILE, ranked, reflection, sizes)
+    if leader:
+        srd.write_ranking(stage_root / srd.RANKING_FILE, ranked, reflection, sizes)
     order = [r["index"] for r in ranked]
     for i, idx in enumerate(srd.stage_index_lists(order, cfg.num_stages, n_stages, sizes)):
-        built = srd.write_stage_data(Path(args.data.data_dir), idx, stage_root / f"stage_{i}", i)  # type: ignore
-        print(f"stage {i} data: {len(idx)} examples in {stage_root / f'stage_{i}'} "
-              f"({'written' if built else 'current; kept'})", flush=True)
+        out = stage_root / f"stage_{i}"
+        if leader:
+            built = srd.write_stage_data(Path(args.data.data_dir), idx, out, i)  # type: ignore[arg-type]
+            note = "written" if built else "current; kept"
+        else:  # the same ranking here, so node 0's directory must hold exactly these examples
+            marker = srd.stage_marker(Path(args.data.data_dir), idx, i)  # type: ignore[arg-type]
+            wait_for(lambda out=out, marker=marker: srd.stage_is_current(out, marker), f"stage {i} data in {out}",
+                     timeout)
+            note = "node 0's"
+        print(f"stage {i} data: {len(idx)} examples in {out} ({note})", flush=True)
     plan["ranking"] = str(stage_root / srd.RANKING_FILE)
 
     # 4. Curriculum stages.
@@ -664,21 +766,31 @@ def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] =
                             temperature=st["temperature"], epochs=epochs[i], total_iters=iters[i], resume=resume,
                             peft_base=peft_base, run_name=f"{run_name}-stage{i}")
         st["argv"] = s_argv
-        srd.write_json_atomic(save / PLAN_FILE, plan)
+        write_plan()
         print(f"stage {i}: {st['examples']} examples, temperature {st['temperature']:g}, from {init}"
               + (" (resuming)" if resume else ""), flush=True)
         t0 = time.time()
         rc = launch("train", s_argv)
         st["wall_seconds"] += time.time() - t0
         st["status"] = "done" if rc == 0 else f"failed (exit code {rc})"
-        srd.write_json_atomic(save / PLAN_FILE, plan)
+        write_plan()
         if rc != 0:
             raise StepFailed(f"stage {i} failed (exit code {rc}); fix the cause and re-run the same command to "
                              f"resume from {stage_saves[i]}")
+        if not leader:  # node 0's rank 0 saved the final checkpoint the next stage starts from
+            wait_for(node0_finished(save, i, f"stage {i}"), f"its record of the finished stage {i} in "
+                                                            f"{save / PLAN_FILE}", timeout)
+            wait_for(lambda i=i, st=st: (complete_checkpoints(stage_saves[i]) or [0])[-1] >= st["planned_steps"],
+                     f"the final checkpoint of stage {i} in {stage_saves[i]}", timeout)
+
+    if not leader:
+        print(f"node {cfg.node_rank}: every stage is done; node 0 picks the best checkpoint and writes "
+              f"{save / REPORT_FILE}", flush=True)
+        return {"node_rank": cfg.node_rank, "stages": plan["stages"]}
 
     # 5. Best checkpoint across stages, then the report.
     plan["best"] = select_best(save, stage_saves)
-    srd.write_json_atomic(save / PLAN_FILE, plan)
+    write_plan()
     from distill.models import model_type
 
     family = args.model.model_type or model_type(str(args.model.model_path))

@@ -11,14 +11,23 @@
 # flag goes through to train_distill.py.
 # Environment overrides: CKPT (student), TEACHER_CKPT, DATA_DIR, SAVE_PATH, SRD_DIR, BASELINE_DIR, DS_CONFIG,
 # GPUS_PER_NODE, MASTER_PORT. See docs/srd.md.
+# Several nodes (docs/multinode.md): run the same command on every node with NNODES, NODE_RANK and MASTER_ADDR (and
+# MASTER_PORT, default 29500); each node's runner starts its part of every step, and only node 0 writes files.
 SRD_MASTER_PORT=${MASTER_PORT:-}  # only a port the user chose is pinned; otherwise each launch takes a free one
 # Found before lib.sh cd's to the repo root, since BASH_SOURCE may be a relative path.
 source "$(dirname "${BASH_SOURCE[0]}")/train_flags.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh" "$@"
 
-if [[ "$NNODES" != 1 ]]; then
-    echo "error: the SRD runner starts its stages on this node only (NNODES=$NNODES); run with NNODES=1" >&2
+if [[ -n "${HOSTFILE:-}" ]]; then
+    echo "error: the SRD runner starts torchrun on each node, not DeepSpeed's launcher (HOSTFILE=$HOSTFILE): unset" \
+         "HOSTFILE and run this command on every node with NNODES, NODE_RANK and MASTER_ADDR" >&2
     exit 1
+fi
+check_nodes
+NODE_FLAGS=()
+if [[ "$NNODES" != 1 ]]; then
+    NODE_FLAGS=(--nnodes "$NNODES" --node-rank "$NODE_RANK" --master-addr "$MASTER_ADDR")
+    SRD_MASTER_PORT=$(master_port)  # pinned: every node's runner must give its torchruns the same port
 fi
 TYPE=$(flag_value type tfkl)
 kd_inputs
@@ -30,6 +39,6 @@ BASELINE_DIR=${BASELINE_DIR:-${BASE_PATH}/results/${FAMILY}/train/kd/${STUDENT}-
 kd_flags tfkl
 run_python tools/srd_run.py \
     --srd-dir "$SRD_DIR" --baseline-dir "$BASELINE_DIR" --nproc-per-node "$GPUS_PER_NODE" \
-    ${SRD_MASTER_PORT:+--master-port "$SRD_MASTER_PORT"} \
+    ${SRD_MASTER_PORT:+--master-port "$SRD_MASTER_PORT"} "${NODE_FLAGS[@]+"${NODE_FLAGS[@]}"}" \
     --num-stages 4 --rank-by rrf --rrf-k 60 --temperature-start 1.0 --temperature-end 2.0 --stage-init last \
     "${KD_FLAGS[@]}"
