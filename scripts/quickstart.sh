@@ -90,7 +90,7 @@ srd_tfkl() {
     stage srd-tfkl "$QS_DIR/srd-tfkl/best"  env "${FROM_SFT_ENV[@]}" SAVE_PATH="$QS_DIR/srd-tfkl" \
         SRD_DIR="$QS_DIR/srd-data" BASELINE_DIR="$QS_DIR/kd-tfkl" \
         bash scripts/${FAMILY}/srd/train_0.1B_1.5B.sh "${COMMON[@]}" --epochs "$SRD_STAGE_EPOCHS" --type tfkl \
-        --kd-ratio 0.5
+        --kd-ratio 0.5 --launcher fork  # one process: its reflection and stages fork from a server that imported once
 }
 # Every model through the evaluation launcher: greedy, Rouge-L and exact match on the 500 validation examples.
 evaluate() {

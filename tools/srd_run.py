@@ -49,7 +49,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as `python tools/srd_run.py`: make the repo's packages importable
     sys.path.insert(0, str(REPO_ROOT))
 
-from data_utils.datasets import require_split, split_prefix  # noqa: E402
+from data_utils.splits import require_split, split_prefix  # noqa: E402
 from data_utils.indexed_dataset import IndexedDataset  # noqa: E402
 from distill import srd  # noqa: E402
 from distill.config import (ConfigError, DataConfig, DistillConfig, GenerationConfig, InputError,  # noqa: E402
@@ -300,7 +300,9 @@ class ForkLauncher:
     the child — not its threads, not a process group it may hold (a plain fork of a process that trained in-process
     inherits a gloo group whose worker threads are gone, and DeepSpeed's cached groups with it)."""
 
-    PRELOAD = ["deepspeed", "train_distill", "distill.srd"]
+    # The training stack itself: the entry points import it lazily (fast --help), so name it here.
+    PRELOAD = ["deepspeed", "transformers", "distill.trainer", "distill.objectives", "distill.metrics",
+               "distill.models", "train_distill", "distill.srd"]
 
     def __call__(self, entry: str, argv: Sequence[str]) -> int:
         ctx = mp.get_context("forkserver")
