@@ -1,7 +1,7 @@
 """scripts/quickstart.sh end to end with a stand-in PYTHON: the commands it would run, for a machine whose resolved
 precision is fp32 (a CPU without native bf16) and one where it is bf16.
 
-The stub records every command line, answers the launchers' hardware probe with ``STUB_PRECISION`` and creates each
+The stub records every command line (one append each: stages run two at a time), answers the launchers' hardware probe with ``STUB_PRECISION`` and creates each
 run's ``--save``/best directory, so every stage runs (none is skipped) and the next one finds its inputs. The real
 quick start is measured in docs/quickstart.md; this test only checks what it asks for, in a couple of seconds.
 """
@@ -19,7 +19,7 @@ if [[ "$1" == "-c" ]]; then echo 0; exit 0; fi
 if [[ "$1 $2" == "-m distill.hardware" ]]; then
     echo "NUM_GPUS=0; PRECISION_RESOLVED=$STUB_PRECISION; PRECISION_INFO=stub"; exit 0
 fi
-printf '%s\0' "$@" >> "$CALLS"; printf '\n' >> "$CALLS"
+line=$(printf '%s\x1f' "$@"); printf '%s\n' "$line" >> "$CALLS"  # one write: paired stages append at once
 prev=""
 for a in "$@"; do
     if [[ "$prev" == "--save" ]]; then mkdir -p "$a/best"; fi
@@ -51,7 +51,7 @@ def quickstart_calls(tmp_path: Path, precision: str, env: dict[str, str]) -> lis
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     out = []
     for line in calls.read_text().split("\n")[:-1]:
-        argv = line.split("\0")[:-1]
+        argv = line.split("\x1f")[:-1]
         entry = next((a for a in argv if a in ENTRIES), None)
         if entry is not None:
             out.append((entry, argv[argv.index(entry) + 1:]))
