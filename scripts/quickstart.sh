@@ -12,9 +12,10 @@ FAMILY=gpt2
 DS_TEACHER=configs/deepspeed/ds_config_zero1_${PRECISION_RESOLVED}.json
 DS=configs/deepspeed/ds_config_zero0_fp32.json
 DATA=processed_data/synth/full/${FAMILY}
-# Sized so the whole run fits in 15 minutes on 2 CPU cores with a clear teacher/student gap (docs/quickstart.md).
-TEACHER_EPOCHS=${TEACHER_EPOCHS:-4}
-STUDENT_EPOCHS=${STUDENT_EPOCHS:-4}
+# Sized so the whole run fits in 15 minutes on a 2-core CPU without native bf16 (AVX2 only) with a clear
+# teacher/student gap (docs/quickstart.md has the measured breakdown).
+TEACHER_EPOCHS=${TEACHER_EPOCHS:-3}
+STUDENT_EPOCHS=${STUDENT_EPOCHS:-3}
 # --length-pieces 4: each batch of 32 runs as 4 pieces of similar length, each padded to its own longest row — the
 # same examples and loss per step with 14% padding instead of 45%.
 COMMON=(--batch-size 32 --gradient-accumulation-steps 1 --length-pieces 4 --lr 1e-3 --warmup-iters 20 --max-length 256
@@ -36,10 +37,11 @@ stage() {
     printf '%s\t%s\n' "$name" "$((SECONDS - t0))" >> "$TIMES"
 }
 
-# pair FN1 FN2: two independent stages (shell functions) at once, each on half the cores, output prefixed with the
-# function's name. The tiny models use a second thread poorly (one 2-thread run did ~1.3x the work of a 1-thread run
-# here), so two 1-thread runs side by side finish ~1.5x sooner than one after the other. Fails if either fails.
-pair() {
+# lanes FN1 FN2: two independent chains of stages (shell functions) at once, each on half the cores, output
+# prefixed with the function's name. The tiny models use a second thread poorly (one 2-thread run did ~1.3x the work
+# of a 1-thread run here), so two 1-thread chains side by side finish ~1.5x sooner than one after the other. Fails if
+# either fails.
+lanes() {
     local threads=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 )) pids=() fn pid status=0
     for fn in "$1" "$2"; do
         ( export OMP_NUM_THREADS=$threads; "$fn" 2>&1 | sed -u "s/^/[$fn] /" ) &
@@ -76,9 +78,10 @@ kd_fkl_selective() {
 }
 # SRD ranks examples by how the initial student does on them, which says nothing for a random model (every answer
 # scores Rouge-L 0), so these two rows start from the SFT student above (standing in for a pretrained student) and
-# distil KD_EPOCHS more epochs: plain tfkl on all examples, and SRD splitting the same epochs into its 3 stages
-# (25/50/75 % of the data, easy -> hard, tau 1 -> 1.5 -> 2). SRD's time includes its reflection. See docs/srd.md.
-KD_EPOCHS=${KD_EPOCHS:-3}
+# distil more: plain tfkl for KD_EPOCHS epochs on all examples, and SRD with its 3 stages of one epoch each (25/50/75 %
+# of the data, easy -> hard, tau 1 -> 1.5 -> 2; KD_EPOCHS=6 gives it 2 each). SRD's time includes its reflection.
+# See docs/srd.md.
+KD_EPOCHS=${KD_EPOCHS:-2}
 SRD_STAGE_EPOCHS=$(( KD_EPOCHS / 3 > 0 ? KD_EPOCHS / 3 : 1 ))
 FROM_SFT_ENV=(CKPT="$QS_DIR/sft-student/best" TEACHER_CKPT="$QS_DIR/sft-teacher/best" DATA_DIR="$DATA" DS_CONFIG="$DS"
               GPUS_PER_NODE=1)
@@ -98,15 +101,13 @@ evaluate() {
         DATA_ROOT=processed_data EVAL_SETS=synth SEEDS=10 GPUS_PER_NODE=1 \
         bash scripts/${FAMILY}/eval/run_eval.sh "${EVAL[@]}"
 }
-eval_teacher() { evaluate sft-teacher; }
-eval_students() { evaluate sft-student; evaluate kd-fkl; }
-eval_kd() { evaluate kd-fkl-selective; evaluate kd-tfkl; evaluate srd-tfkl; }
 
-# Two at a time where the stages do not depend on each other (the teacher alone: everything after needs it).
-pair sft_student eval_teacher
-pair kd_fkl kd_tfkl
-pair kd_fkl_selective srd_tfkl
-pair eval_students eval_kd
+# After the teacher (everything needs it) two chains run side by side: the SFT student and what starts from it
+# (tfkl, then SRD, which compares itself with tfkl), and the distillation rows from the random student; each chain
+# evaluates its own models, so the two take about as long.
+from_sft_student() { sft_student; kd_tfkl; srd_tfkl; evaluate sft-student; evaluate kd-tfkl; evaluate srd-tfkl; }
+from_random_student() { evaluate sft-teacher; kd_fkl; kd_fkl_selective; evaluate kd-fkl; evaluate kd-fkl-selective; }
+lanes from_sft_student from_random_student
 
 run_python tools/quickstart_table.py "$QS_DIR"
 echo "quick start: $(( SECONDS / 60 )) min $(( SECONDS % 60 )) s wall time, everything included"
