@@ -15,10 +15,11 @@ DATA=processed_data/synth/full/${FAMILY}
 # Sized so the whole run fits in 15 minutes on a 2-core CPU without native bf16 (AVX2 only) with a clear
 # teacher/student gap (docs/quickstart.md has the measured breakdown).
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-3}
-STUDENT_EPOCHS=${STUDENT_EPOCHS:-3}
+STUDENT_EPOCHS=${STUDENT_EPOCHS:-2}
+BATCH=32
 # --length-pieces 4: each batch of 32 runs as 4 pieces of similar length, each padded to its own longest row — the
 # same examples and loss per step with 14% padding instead of 45%.
-COMMON=(--batch-size 32 --gradient-accumulation-steps 1 --length-pieces 4 --lr 1e-3 --warmup-iters 20 --max-length 256
+COMMON=(--batch-size "$BATCH" --gradient-accumulation-steps 1 --length-pieces 4 --lr 1e-3 --warmup-iters 20 --max-length 256
         --max-new-tokens 64 --no-eval-gen --log-interval 50 --eval-batch-size 100)
 EVAL=(--no-do-sample --max-new-tokens 64 --eval-batch-size 100)
 
@@ -78,11 +79,12 @@ kd_fkl_selective() {
 }
 # SRD ranks examples by how the initial student does on them, which says nothing for a random model (every answer
 # scores Rouge-L 0), so these two rows start from the SFT student above (standing in for a pretrained student) and
-# distil more: plain tfkl for KD_EPOCHS epochs on all examples, and SRD with its 3 stages of one epoch each (25/50/75 %
-# of the data, easy -> hard, tau 1 -> 1.5 -> 2; KD_EPOCHS=6 gives it 2 each). SRD's time includes its reflection.
-# See docs/srd.md.
-KD_EPOCHS=${KD_EPOCHS:-2}
-SRD_STAGE_EPOCHS=$(( KD_EPOCHS / 3 > 0 ? KD_EPOCHS / 3 : 1 ))
+# distil more: plain tfkl for KD_EPOCHS epochs on all examples, and SRD with the same number of optimizer steps split
+# evenly over its 3 stages (25/50/75 % of the data, easy -> hard, tau 1 -> 1.5 -> 2). SRD's time includes its
+# reflection. See docs/srd.md.
+KD_EPOCHS=${KD_EPOCHS:-1}
+TRAIN_EXAMPLES=$(wc -l < data/synth/train.jsonl)
+SRD_STAGE_ITERS=$(( ( (TRAIN_EXAMPLES + BATCH - 1) / BATCH * KD_EPOCHS + 2 ) / 3 ))
 FROM_SFT_ENV=(CKPT="$QS_DIR/sft-student/best" TEACHER_CKPT="$QS_DIR/sft-teacher/best" DATA_DIR="$DATA" DS_CONFIG="$DS"
               GPUS_PER_NODE=1)
 kd_tfkl() {  # its validation Rouge-L is the baseline in SRD's report, so it finishes before SRD starts
@@ -92,7 +94,7 @@ kd_tfkl() {  # its validation Rouge-L is the baseline in SRD's report, so it fin
 srd_tfkl() {
     stage srd-tfkl "$QS_DIR/srd-tfkl/best"  env "${FROM_SFT_ENV[@]}" SAVE_PATH="$QS_DIR/srd-tfkl" \
         SRD_DIR="$QS_DIR/srd-data" BASELINE_DIR="$QS_DIR/kd-tfkl" \
-        bash scripts/${FAMILY}/srd/train_0.1B_1.5B.sh "${COMMON[@]}" --epochs "$SRD_STAGE_EPOCHS" --type tfkl \
+        bash scripts/${FAMILY}/srd/train_0.1B_1.5B.sh "${COMMON[@]}" --stage-iters "$SRD_STAGE_ITERS" --type tfkl \
         --kd-ratio 0.5 --launcher fork  # one process: its reflection and stages fork from a server that imported once
 }
 # Every model through the evaluation launcher: greedy, Rouge-L and exact match on the 500 validation examples.

@@ -41,6 +41,7 @@ def quickstart_calls(tmp_path: Path, precision: str, env: dict[str, str]) -> lis
               "processed_data/synth/full/gpt2/valid_0.idx"):
         (base / f).parent.mkdir(parents=True, exist_ok=True)
         (base / f).touch()
+    (base / "data/synth/train.jsonl").write_text("{}\n" * 1000)  # 1000 examples: 32 steps of 32 per epoch
     stub, calls = tmp_path / f"python-{precision}", tmp_path / f"calls-{precision}"
     stub.write_text(STUB)
     stub.chmod(0o755)
@@ -82,6 +83,8 @@ def test_quickstart_follows_the_resolved_precision(precision: str, tmp_path: Pat
         argv = by_save[run][1]
         assert ("--teacher-model-bf16" in argv) == (precision == "bf16"), run
         assert "--teacher-model-fp16" not in argv
+    # SRD gets plain tfkl's optimizer steps (KD_EPOCHS=1: 32), split over its 3 stages.
+    assert last(by_save["srd-tfkl"][1], "--stage-iters") == "11" and last(by_save["kd-tfkl"][1], "--epochs") == "1"
     # Every training run pads less: its batches run in 4 pieces of similar length.
     for run, (_, argv) in by_save.items():
         assert last(argv, "--length-pieces") == "4", run
