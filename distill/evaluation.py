@@ -17,7 +17,7 @@ from typing import Any, Literal, Optional, Sequence
 from data_utils.splits import split_prefix
 from distill.config import ConfigError, GenerationConfig, _check, _opt, exit_on_input_error, parse_configs
 from distill.inputs import check_model_dir, model_type
-from distill.progress import Progress
+from distill.progress import Progress, print_stamped
 
 EVAL_SETS = ("dolly", "self_inst", "vicuna", "sinst", "uinst")
 
@@ -57,10 +57,6 @@ def resolve_sets(cfg: EvalConfig, family: str) -> list[tuple[str, Path]]:
     return present
 
 
-def emit(line: str) -> None:
-    print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}", flush=True)
-
-
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -92,7 +88,7 @@ def evaluate_model(cfg: EvalConfig, gen: GenerationConfig) -> dict[str, Any]:
             t0 = time.time()
             share = len(dist.shard_indices(len(dataset), env.rank, env.world_size, pad=True))
             label = f"generate {name} seed {seed}: prompts" + (" (rank 0's share)" if env.world_size > 1 else "")
-            with Progress(label, share, emit if env.is_main else (lambda line: None),
+            with Progress(label, share, print_stamped if env.is_main else (lambda line: None),
                           gen.progress_interval) as progress:
                 recs = generate_split(model, tokenizer, dataset, gen, rank=env.rank, world_size=env.world_size,
                                       device=env.device, max_prompt_length=cfg.max_prompt_length, seed=seed,

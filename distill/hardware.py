@@ -127,13 +127,6 @@ def run_warnings(precisions: dict[str, str], hw: Hardware) -> list[str]:
     return [w for role, p in precisions.items() if (w := emulation_warning(p, hw, flags[role])) is not None]
 
 
-def dtype_name(dtype: Any) -> str:
-    """'fp32' / 'bf16' / 'fp16' for a torch dtype."""
-    import torch
-
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Prints the precision this machine runs natively (auto) or checks a "
                                                  "forced one.")

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from distill.config import TrainConfig
-from distill.progress import DEFAULT_INTERVAL, Progress as ProgressLines
+from distill.progress import DEFAULT_INTERVAL, Progress as ProgressLines, stamped
 
 
 class RunLogger:
@@ -52,7 +51,7 @@ class RunLogger:
         self._write(msg, to_stdout=True)
 
     def _write(self, msg: str, to_stdout: bool) -> None:
-        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
+        line = stamped(msg)
         with self._lock:
             self.log_file.write(line + "\n")
             self.log_file.flush()

@@ -63,11 +63,9 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def precision_from_ds_config(ds_config: dict[str, Any]) -> torch.dtype:
-    if ds_config.get("bf16", {}).get("enabled"):
-        return torch.bfloat16
-    if ds_config.get("fp16", {}).get("enabled"):
-        return torch.float16
-    return torch.float32
+    from distill.hardware import ds_config_precision
+
+    return DTYPES[ds_config_precision(ds_config)]
 
 
 def real_vocab_mask(vocab_size_model: int, tokenizer_len: int) -> Optional[torch.Tensor]:

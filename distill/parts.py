@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 from data_utils.atomic import write_json_atomic, write_jsonl_atomic
 from data_utils.splits import split_prefix
 from distill.config import InputError
-from distill.progress import DEFAULT_INTERVAL, Progress
+from distill.progress import DEFAULT_INTERVAL, Progress, print_stamped
 
 if TYPE_CHECKING:
     from distill import dist
@@ -219,8 +219,7 @@ def compute_parts(store: PartStore, parts: Sequence[range], todo: Sequence[int],
     from distill import dist
 
     total = sum(len(parts[k]) for k in todo)
-    emit = (lambda line: print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}", flush=True)) if env.is_main \
-        else (lambda line: None)
+    emit = print_stamped if env.is_main else (lambda line: None)
     with Progress(f"{label}s: examples", total, emit, progress_interval) as progress:
         finished = 0
         for n, k in enumerate(todo, 1):

@@ -18,6 +18,15 @@ from typing import Callable, Optional
 DEFAULT_INTERVAL = 30.0
 
 
+def stamped(line: str) -> str:
+    """``[YYYY-mm-dd HH:MM:SS] line``: the form of every log and progress line."""
+    return f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}"
+
+
+def print_stamped(line: str) -> None:
+    print(stamped(line), flush=True)
+
+
 def format_seconds(seconds: float) -> str:
     seconds = max(int(round(seconds)), 0)
     h, rem = divmod(seconds, 3600)
