@@ -121,6 +121,8 @@ def test_parse_configs_builds_each_class() -> None:
     (MINIMAL + ["--top-p", "0"], "--top-p"),
     (MINIMAL + ["--temperature", "0"], "--temperature"),
     (MINIMAL + ["--max-new-tokens", "0"], "--max-new-tokens"),
+    (MINIMAL + ["--length-pieces", "0"], "--length-pieces"),
+    (MINIMAL + ["--progress-interval", "0"], "--progress-interval"),
 ])
 def test_validation_errors_name_the_flag_in_one_line(argv: list[str], flag: str,
                                                      capsys: pytest.CaptureFixture[str]) -> None:

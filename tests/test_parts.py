@@ -285,3 +285,27 @@ def test_fingerprints_follow_contents_not_paths(tmp_path: Path) -> None:
     assert split_digest(data, "train") == before  # another split
     (data / "train.jsonl").write_text("other references")
     assert split_digest(data, "train") != before
+
+
+def test_compute_parts_prints_progress_lines_also_inside_a_part(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """``within(done, total)`` from the compute moves the examples count while a part is still running."""
+    import time
+
+    store, parts = PartStore(tmp_path / "parts"), part_ranges(10, 5)
+    store.plan(parts, SETTINGS, FIX)
+    counter = Counter(parts)
+
+    def slow(k: int, within: Any) -> list[dict[str, Any]]:
+        for done in range(1, 4):
+            time.sleep(0.25)
+            within(done, 3)
+        return counter(k)
+
+    compute_parts(store, parts, [0, 1], MAIN, slow, "part", progress_interval=0.2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "parts: examples" in line]
+    assert lines, "no progress line"
+    done = [int(line.split("parts: examples ")[1].split("/")[0]) for line in lines]
+    assert all(line.split("] ", 1)[1].startswith("parts: examples") for line in lines)
+    assert done == sorted(done) and any(0 < d < 5 or 5 < d < 10 for d in done)  # mid-part counts
+    assert all(line.rstrip().endswith(")") for line in lines if 0 < int(line.split("examples ")[1].split("/")[0]) < 10)
