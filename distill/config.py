@@ -264,3 +264,80 @@ class DistillConfig:
         _check(0.0 < self.token_ratio <= 1.0, "token_ratio", "must be in (0, 1]")
         _check(not (self.teacher_model_fp16 and self.teacher_model_bf16), "teacher_model_fp16",
                "choose one of --teacher-model-fp16 / --teacher-model-bf16")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Flags that do nothing in the chosen configuration: one warning line each, so a setting is never ignored silently.
+# ----------------------------------------------------------------------------------------------------------------
+def _field_default(cfg: Any, name: str) -> Any:
+    f = next(f for f in dataclasses.fields(cfg) if f.name == name)
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+
+
+def _given(cfg: Any, name: str) -> bool:
+    """True when ``name`` differs from its field default. The generated flags start at the defaults, so this is
+    "the user set it" (setting a flag to its default is indistinguishable from leaving it out, and harmless)."""
+    return getattr(cfg, name) != _field_default(cfg, name)
+
+
+def _shown(cfg: Any, name: str) -> str:
+    value = getattr(cfg, name)
+    if isinstance(value, bool):
+        return _flag(name) if value else "--no-" + _flag(name)[2:]
+    if isinstance(value, (list, tuple)):
+        return f"{_flag(name)} {' '.join(map(str, value))}"
+    return f"{_flag(name)} {value:g}" if isinstance(value, float) else f"{_flag(name)} {value}"
+
+
+def no_effect_warnings(*configs: Any) -> list[str]:
+    """``warning: ...`` lines for the flags of ``configs`` (any of the run's config objects) that were set to a
+    non-default value and do nothing with the others chosen."""
+    out: list[str] = []
+
+    def warn(cfg: Any, name: str, why: str) -> None:
+        if _given(cfg, name):
+            out.append(f"warning: {_shown(cfg, name)} has no effect: {why}")
+
+    for cfg in configs:
+        if isinstance(cfg, ModelConfig):
+            for name in ("peft_lora_r", "peft_lora_alpha", "peft_lora_dropout"):
+                if cfg.peft != "lora":
+                    warn(cfg, name, "no LoRA adapter is trained without --peft lora")
+                elif cfg.peft_path is not None:
+                    warn(cfg, name, f"--peft-path {cfg.peft_path} continues an adapter, which keeps its own rank, "
+                                    f"alpha and dropout")
+        elif isinstance(cfg, DataConfig):
+            warn(cfg, "num_workers", "batches are read from memory-mapped files in the training process itself")
+            if cfg.lm_coef == 0:
+                warn(cfg, "lm_data_dir", "its language-modelling loss has weight --lm-coef 0; set --lm-coef > 0 "
+                                         "to train on it")
+        elif isinstance(cfg, TrainConfig):
+            if cfg.lr_schedule == "constant":
+                warn(cfg, "lr_min", "--lr-schedule constant keeps --lr; --lr-min is the end of the cosine schedule")
+            if cfg.report_to != "wandb":
+                warn(cfg, "wandb_project", f"metrics go to {cfg.report_to}, not wandb (--report-to wandb)")
+        elif isinstance(cfg, GenerationConfig):
+            if not cfg.do_sample:
+                for name in ("top_k", "top_p", "temperature"):
+                    warn(cfg, name, "decoding is greedy without --do-sample")
+        elif isinstance(cfg, DistillConfig):
+            from distill.kinds import base_kind, uses_temperature
+
+            if cfg.kd_ratio == 0:
+                # Every KD setting is moot then; one line says so.
+                out.append(f"warning: --kd-ratio 0 gives the KD term weight 0: the teacher runs for nothing and "
+                           f"--type {cfg.type} has no effect; train with train_sft.py, or raise --kd-ratio")
+                continue
+            base = base_kind(cfg.type)
+            if not uses_temperature(cfg.type):
+                warn(cfg, "temperature_kld", f"--type {cfg.type} has no temperature; its temperature twin is "
+                                             f"--type t{base}")
+            if base not in ("sfkl", "srkl"):
+                warn(cfg, "skew_alpha", f"only the skew kinds (sfkl, srkl, tsfkl, tsrkl) use it, not --type "
+                                        f"{cfg.type}")
+            if base != "jsd":
+                warn(cfg, "jsd_beta", f"only jsd and tjsd use it, not --type {cfg.type}")
+            if cfg.token_ratio == 1:
+                warn(cfg, "token_score", "--token-ratio 1 keeps every response token; the score ranks tokens only "
+                                         "for --token-ratio < 1")
+    return out

@@ -40,6 +40,22 @@ def run_training(description: str, make_objective: ObjectiveFactory, extra_class
     require_split(data_cfg.data_dir, "valid")
     if check_inputs is not None:
         check_inputs(extra)
+    # Everything else that needs no model, checked before any loads (distill/preflight.py): the DeepSpeed JSON and the
+    # settings the flags override in it, the data files themselves, and the flags that do nothing with the others.
+    from distill import preflight
+    from distill.config import no_effect_warnings
+
+    ds_raw = preflight.read_ds_config(train_cfg.deepspeed_config)
+    notes = preflight.ds_config_warnings(ds_raw, train_cfg.deepspeed_config, train_cfg, preflight.launch_world_size())
+    notes += no_effect_warnings(model_cfg, data_cfg, train_cfg, gen_cfg, *extra)
+    preflight.check_training_splits(data_cfg.data_dir, data_cfg.dev_num,
+                                    data_cfg.lm_data_dir if data_cfg.lm_coef > 0 else None)
+    if preflight.is_main_process():
+        # --save: made (with its parents) and a probe file written there, then left as it was — rank 0 writes the
+        # run's files; one line naming the flag and the path if it cannot.
+        preflight.check_writable_dir(train_cfg.save, "--save", keep=False)
+        for line in notes:
+            print(line, file=sys.stderr, flush=True)
 
     from distill import dist
     from distill.config import to_dict
@@ -53,9 +69,11 @@ def run_training(description: str, make_objective: ObjectiveFactory, extra_class
 
     hw = hardware.probe()
     precisions = hardware.run_precisions(load_ds_config(train_cfg.deepspeed_config, train_cfg, env.device), extra)
+    hw_warnings = hardware.run_warnings(precisions, hw)
     if env.is_main:
-        for warning in hardware.run_warnings(precisions, hw):
+        for warning in hw_warnings:
             print(warning, file=sys.stderr, flush=True)
+    notes = [*notes, *hw_warnings]
     dist.seed_everything(train_cfg.seed)
     tokenizer = load_tokenizer(model_cfg.model_path)  # type: ignore[arg-type]
     model = load_model(model_cfg.model_path)  # type: ignore[arg-type]
@@ -67,5 +85,5 @@ def run_training(description: str, make_objective: ObjectiveFactory, extra_class
     objective = make_objective(tokenizer, extra, env)
     trainer = Trainer(model=model, tokenizer=tokenizer, objective=objective, train=train_cfg, data=data_cfg,
                       gen=gen_cfg, model_cfg=model_cfg, env=env, extra_config=to_dict(*extra) if extra else None,
-                      first_line=hardware.run_line(precisions, hw))
+                      first_line=hardware.run_line(precisions, hw), warnings=notes)
     return trainer.fit()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any, Literal, Optional, Sequence
 
 
 from data_utils.splits import split_prefix
-from distill.config import ConfigError, GenerationConfig, _check, _opt, exit_on_input_error, parse_configs
+from distill.config import (ConfigError, GenerationConfig, InputError, _check, _given, _opt, _shown, exit_on_input_error,
+                            no_effect_warnings, parse_configs)
 from distill.inputs import check_model_dir, model_type
 from distill.progress import Progress, print_stamped
 
@@ -57,6 +59,18 @@ def resolve_sets(cfg: EvalConfig, family: str) -> list[tuple[str, Path]]:
     return present
 
 
+def eval_warnings(cfg: EvalConfig) -> list[str]:
+    """The evaluation flags that do nothing with the others given (one ``warning: ...`` line each)."""
+    out = []
+    if cfg.data_dir is None and _given(cfg, "eval_name"):
+        out.append(f"warning: --eval-name {cfg.eval_name} has no effect: it names --data-dir's set, and none is "
+                   f"given")
+    if cfg.data_dir is not None:
+        out += [f"warning: {_shown(cfg, name)} has no effect: --data-dir {cfg.data_dir} is evaluated instead"
+                for name in ("eval_sets", "data_root") if _given(cfg, name)]
+    return out
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -65,6 +79,20 @@ def evaluate_model(cfg: EvalConfig, gen: GenerationConfig) -> dict[str, Any]:
     check_model_dir(cfg.model_path)
     family = cfg.model_type or model_type(cfg.model_path)  # type: ignore[arg-type]
     sets = resolve_sets(cfg, family)
+    # The rest that needs no model, before it loads (distill/preflight.py): each set's files and the references
+    # Rouge-L needs, the results directory (rank 0 writes it), and the flags that do nothing here.
+    from distill import preflight
+
+    for _, data_dir in sets:
+        flag = "--data-dir" if cfg.data_dir is not None else "--eval-sets"
+        preflight.check_split(data_dir, cfg.split, flag, num=cfg.dev_num)
+        if not (Path(data_dir) / f"{cfg.split}.jsonl").is_file():
+            raise InputError(f"{flag}: {Path(data_dir) / (cfg.split + '.jsonl')} not found (the references Rouge-L "
+                             f"needs); re-run the processing tool (tools/process_data_dolly.py) into {data_dir}")
+    if preflight.is_main_process():
+        preflight.check_writable_dir(cfg.save, "--save", keep=False)  # results are written at the end
+        for line in eval_warnings(cfg) + no_effect_warnings(gen):
+            print(line, file=sys.stderr, flush=True)
     # Heavy imports only now: --help and a bad flag or path answered without them.
     from data_utils.datasets import InstructionDataset
     from distill import dist

@@ -50,6 +50,11 @@ class RunLogger:
             return
         self._write(msg, to_stdout=True)
 
+    def log_only(self, msg: str) -> None:
+        """Into log.txt only: a line the console already has (e.g. a warning printed before the models loaded)."""
+        if self.enabled:
+            self._write(msg, to_stdout=False)
+
     def _write(self, msg: str, to_stdout: bool) -> None:
         line = stamped(msg)
         with self._lock:

@@ -348,6 +348,10 @@ def check_reflect_inputs(cfg: ReflectConfig) -> None:
 def run_reflection(cfg: ReflectConfig, gen: GenerationConfig) -> dict[str, Any]:
     """Computes (or resumes) the reflection and assembles ``<srd-dir>/reflection.jsonl``; returns a summary."""
     check_reflect_inputs(cfg)
+    from distill import preflight
+
+    if preflight.is_main_process():  # rank 0 writes the parts and reflection.jsonl there
+        preflight.check_writable_dir(cfg.srd_dir, "--srd-dir")
     from data_utils.datasets import InstructionDataset
     from distill import dist
     from distill.models import DTYPES, load_model, load_tokenizer

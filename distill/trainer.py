@@ -18,14 +18,14 @@ import resource
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from data_utils.datasets import IGNORE_INDEX, InstructionDataset, LMCollator, LMDataset, split_by_length
-from distill import dist
+from distill import dist, preflight
 from distill.config import ConfigError, DataConfig, GenerationConfig, ModelConfig, TrainConfig, to_dict
 from distill.generation import generate_split
 from distill.logging_utils import RunLogger
@@ -111,17 +111,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def load_ds_config(path: Optional[str], train: TrainConfig, device: torch.device) -> dict[str, Any]:
-    cfg: dict[str, Any] = {"zero_optimization": {"stage": 0}}
-    if path is not None:
-        with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
-    cfg.pop("train_batch_size", None)
-    cfg["train_micro_batch_size_per_gpu"] = train.batch_size
-    # Each micro-batch goes through backward as `length_pieces` pieces (split_by_length), so DeepSpeed's gradient
-    # accumulation boundary counts pieces.
-    cfg["gradient_accumulation_steps"] = train.gradient_accumulation_steps * train.length_pieces
-    cfg["gradient_clipping"] = train.clip_grad
-    cfg.setdefault("steps_per_print", 10**9)
+    """The DeepSpeed config the engine gets: ``path`` read and checked (distill/preflight.py; ZeRO-0 without one),
+    with the flags' batch size, accumulation and clipping written in. Silent: the warnings about values the flags
+    override are distill/entry.py's, said once before the models load (preflight.ds_config_warnings)."""
+    cfg = preflight.apply_flags(preflight.read_ds_config(path), train)
     if device.type == "cpu" and cfg.get("fp16", {}).get("enabled"):
         raise ConfigError(f"--deepspeed-config {path}: fp16 needs a GPU; on CPU use a bf16 or fp32 config "
                          f"(configs/deepspeed/ds_config_zero1_bf16.json)")
@@ -161,7 +154,8 @@ def write_best(save_dir: Path, best: Mapping[str, Any]) -> None:
 class Trainer:
     def __init__(self, *, model: nn.Module, tokenizer: Any, objective: Objective, train: TrainConfig,
                  data: DataConfig, gen: GenerationConfig, model_cfg: ModelConfig, env: dist.DistEnv,
-                 extra_config: Optional[Mapping[str, Any]] = None, first_line: Optional[str] = None):
+                 extra_config: Optional[Mapping[str, Any]] = None, first_line: Optional[str] = None,
+                 warnings: Sequence[str] = ()):
         import deepspeed
 
         self.train_cfg, self.data_cfg, self.gen_cfg, self.model_cfg = train, data, gen, model_cfg
@@ -177,6 +171,8 @@ class Trainer:
             first_line = hardware.run_line({"student": hardware.ds_config_precision(self.ds_config)},
                                            hardware.probe())
         self.logger.info(first_line)
+        for line in warnings:  # the checks' warnings (distill/entry.py), on stderr already: into log.txt too
+            self.logger.log_only(line)
 
         # Data first: a missing split fails before the model is put on devices.
         self.train_set = InstructionDataset(data.data_dir, "train")  # type: ignore[arg-type]

@@ -120,7 +120,9 @@ master_port() {
 #   one node, one process $PYTHON FILE ARGS: the entry point makes its own world of one (distill/dist.py), which saves
 #                         torchrun's extra interpreter and torch import (seconds per launch)
 #   otherwise             torchrun (--nnodes --node_rank --nproc_per_node --master_addr --master_port); for NNODES > 1
-#                         the same command runs on every node, each with its NODE_RANK
+#                         the same command runs on every node, each with its NODE_RANK. Run as distill/launch.py,
+#                         torchrun that exits with a failed rank's own code (2: bad input) and one line, instead of
+#                         its traceback and exit status 1; DeepSpeed's launcher passes the code through itself
 launch() {
     check_nodes
     local cmd
@@ -138,7 +140,7 @@ launch() {
     elif [[ "$NNODES" == 1 && "$GPUS_PER_NODE" == 1 ]]; then
         cmd=("$PYTHON" "$@")
     else
-        cmd=("$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --node_rank "$NODE_RANK"
+        cmd=("$PYTHON" -m distill.launch --nnodes "$NNODES" --node_rank "$NODE_RANK"
              --nproc_per_node "$GPUS_PER_NODE" --master_addr "${MASTER_ADDR:-127.0.0.1}" --master_port "$(master_port)"
              "$@")
     fi

@@ -140,7 +140,7 @@ def test_launch_forms(recorder, tiny_models: dict, processed_tiny_root: Path, tm
         assert len(errors) == 1, proc.stderr
         return errors[0]
 
-    torchrun = ["-m", "torch.distributed.run"]
+    torchrun = ["-m", "distill.launch"]  # torchrun, passing a failed rank's exit code through (distill/launch.py)
     # One node, several processes: torchrun; a free port of this machine unless MASTER_PORT is set (the stub's
     # answer to the free-port query is 0).
     assert launcher(GPUS_PER_NODE="2") == [*torchrun, "--nnodes", "1", "--node_rank", "0", "--nproc_per_node", "2",

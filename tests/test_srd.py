@@ -409,7 +409,7 @@ def test_runner_launch_command_on_two_nodes(monkeypatch: pytest.MonkeyPatch) -> 
                                  "--nproc-per-node", "4"])
     assert srd_run.make_launcher(cfg)("train", ["--lr", "1"]) == 0
     cmd, env = calls[-1]
-    assert cmd == [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", "1",
+    assert cmd == [sys.executable, "-m", "distill.launch", "--nnodes", "2", "--node_rank", "1",
                    "--nproc_per_node", "4", "--master_addr", "10.0.0.1", "--master_port", "29500",
                    str(REPO_ROOT / "train_distill.py"), "--lr", "1"]
     assert "RANK" not in env and env["OMP_NUM_THREADS"]

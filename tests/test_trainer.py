@@ -248,7 +248,7 @@ def test_loss_is_normalised_over_the_global_batch(tiny_models: dict, processed_t
                      *tiny_train_args(student, processed_tiny, runs["2node_b4"], *common, "--batch-size", "4"),
                      "--no-eval-gen"], [{**node_env, "NODE_RANK": str(r)} for r in (0, 1)], tmp_path / "node_logs")
     for r in (0, 1):
-        assert f"torch.distributed.run --nnodes 2 --node_rank {r} --nproc_per_node 1" in out[r], out[r][-3000:]
+        assert f"distill.launch --nnodes 2 --node_rank {r} --nproc_per_node 1" in out[r], out[r][-3000:]
     assert "world size 2" in (runs["2node_b4"] / "log.txt").read_text()
     args = {k: json.loads((runs[k] / "args.json").read_text()) for k in ("2proc_b4", "2node_b4")}
     for a in args.values():  # what only the script sets, and no 4-step run without generation uses

@@ -35,7 +35,9 @@ import torch  # noqa: E402
 from data_utils.datasets import InstructionDataset, LMCollator  # noqa: E402
 from distill.config import InputError, exit_on_input_error  # noqa: E402
 from distill.losses import KINDS, distillation_loss  # noqa: E402
-from distill.models import check_tokenizers_agree, load_model, load_tokenizer  # noqa: E402
+from distill import preflight  # noqa: E402
+from distill.kinds import uses_temperature  # noqa: E402
+from distill.models import check_model_dir, check_tokenizers_agree, load_model, load_tokenizer  # noqa: E402
 from distill.objectives import forward_logits, response_mask  # noqa: E402
 
 
@@ -147,6 +149,18 @@ def main(argv: list[str] | None = None) -> dict:
         raise InputError("--teacher is required to measure divergences (or pass --kinds alone with --calibration)")
     if not args.kinds and not args.calibration:
         raise InputError("nothing to measure: give --kinds or --calibration")
+    # Everything that needs no model, before they load: the model directories, the data, the --out file's directory.
+    check_model_dir(args.student, "--student")
+    if args.teacher:
+        check_model_dir(args.teacher, "--teacher")
+    preflight.check_split(args.data_dir, args.split, num=args.dev_num, records=False)
+    if args.out:
+        if Path(args.out).is_dir():
+            raise InputError(f"--out {args.out} is a directory; pass a file name for the JSON result")
+        preflight.check_writable_dir(str(Path(args.out).parent), f"--out {args.out}: its directory", keep=False)
+    if args.temperature != 1.0 and args.kinds and not any(uses_temperature(k) for k in args.kinds):
+        print(f"warning: --temperature {args.temperature:g} has no effect: none of --kinds {' '.join(args.kinds)} "
+              f"has a temperature (the t* kinds do)", file=sys.stderr, flush=True)
     tok = load_tokenizer(args.student)
     if args.teacher:
         check_tokenizers_agree(tok, load_tokenizer(args.teacher), args.student, args.teacher)

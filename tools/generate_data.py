@@ -46,7 +46,7 @@ if str(REPO_ROOT) not in sys.path:  # run as `python tools/generate_data.py`: ma
 from data_utils.atomic import write_json_atomic, write_jsonl_atomic  # noqa: E402
 from data_utils.splits import require_split  # noqa: E402
 from distill.config import (ConfigError, GenerationConfig, InputError, _check, _opt, exit_on_input_error,  # noqa: E402
-                            parse_configs)
+                            no_effect_warnings, parse_configs)
 from distill.inputs import check_model_dir, is_adapter_dir  # noqa: E402
 from distill.parts import (PartStore, compute_parts, model_digest, part_ranges, part_seed, rank0_decides,  # noqa: E402
                            read_jsonl, split_digest)
@@ -146,6 +146,13 @@ def check_inputs(cfg: SeqKDConfig) -> None:
                          f"choose another directory (e.g. data/dolly_seqkd/<teacher>)")
     if save.exists() and not save.is_dir():
         raise InputError(f"--save {save} is a file; pass a directory")
+    # Before the teacher loads (distill/preflight.py): the prompts' binaries themselves, and --save writable (rank 0
+    # writes there; the directories made for the probe go again, so a later refusal leaves nothing behind).
+    from distill import preflight
+
+    preflight.check_split(data_dir, cfg.split, num=cfg.max_examples)
+    if preflight.is_main_process():
+        preflight.check_writable_dir(str(save), "--save", keep=False)
 
 
 def check_tokenizer_matches(data_dir: Path, tokenizer: Any, model_path: str) -> None:
@@ -247,6 +254,11 @@ def generate_data(cfg: SeqKDConfig, gen: GenerationConfig) -> dict[str, Any]:
 @exit_on_input_error
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     cfg, gen = parse_configs([SeqKDConfig, GenerationConfig], argv, __doc__.split("\n\n")[0])
+    from distill.preflight import is_main_process
+
+    if is_main_process():
+        for line in no_effect_warnings(gen):  # e.g. --temperature without --do-sample
+            print(line, file=sys.stderr, flush=True)
     return generate_data(cfg, gen)
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.config import InputError, exit_on_input_error  # noqa: E402
-from distill.models import adapter_base, is_adapter_dir, load_model, load_tokenizer  # noqa: E402
+from distill.models import adapter_base, check_model_dir, is_adapter_dir, load_model, load_tokenizer  # noqa: E402
+from distill.preflight import check_writable_dir  # noqa: E402
 
 
 @exit_on_input_error
@@ -31,7 +32,14 @@ def main(argv: list[str] | None = None) -> Path:
     out = Path(args.out)
     if out.exists():
         raise InputError(f"{out} exists; choose a new output directory")
-    base = args.base or adapter_base(args.adapter)
+    try:
+        base = args.base or adapter_base(args.adapter)
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"{Path(args.adapter) / 'adapter_config.json'}: no readable base_model_name_or_path ({e}); "
+                         f"pass the base model with --base") from None
+    check_model_dir(base, "--base" if args.base else f"the base of {args.adapter} (or pass --base)")
+    # Before the models load: the output's parent must take the merged checkpoint (nothing is left behind here).
+    check_writable_dir(str(out.parent), "OUT_DIR's parent", keep=False)
     model = load_model(base, peft_path=args.adapter, merge_adapter=True)
     tokenizer = load_tokenizer(args.adapter if (Path(args.adapter) / "tokenizer_config.json").exists() else base)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ The runner then appends, last (so they win), per stage: ``--model-path`` (stage 
 previous stage's last or best checkpoint), ``--data-dir`` (the stage's data), ``--save <save>/stage_<i>``,
 ``--temperature-kld`` (the schedule), ``--eval-gen`` (stages are compared by validation Rouge-L), ``--run-name``,
 ``--epochs``/``--total-iters`` from ``--stage-epochs``/``--stage-iters``, and ``--resume`` when the stage has
-checkpoints. Reflection and stages run as ``python -m torch.distributed.run --nproc_per_node N`` subprocesses
+checkpoints. Reflection and stages run as ``python -m distill.launch --nproc_per_node N`` (torchrun) subprocesses
 (``--launcher torchrun``) or, for one process, in a child forked from a fork server that imported the training stack
 once (``--launcher fork``: no interpreter start-up per step; tests use it).
 
@@ -68,7 +68,13 @@ DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADD
 
 
 class StepFailed(RuntimeError):
-    """A launched step (reflection or a stage) exited with an error; its own output says why."""
+    """A launched step (reflection or a stage) exited with an error; its own output says why. ``code``: the exit
+    status of the runner — the step's own for a bad input (2) or a diverged run (3), so a script or scheduler
+    calling the runner tells them from a crash (1)."""
+
+    def __init__(self, message: str, rc: int = 1):
+        super().__init__(message)
+        self.code = rc if rc in (2, 3) else 1
 
 
 @dataclass
@@ -254,7 +260,7 @@ MULTINODE_PORT = 29500
 
 
 class TorchrunLauncher:
-    """Runs an entry point as ``python -m torch.distributed.run --nproc_per_node N`` on this node; with ``nnodes``
+    """Runs an entry point as ``python -m distill.launch --nproc_per_node N`` (torchrun) on this node; with ``nnodes``
     > 1 as this node's (``node_rank``) part of a run on all of them, which meet at ``master_addr:master_port``."""
 
     def __init__(self, nproc: int, master_port: Optional[int] = None, python: str = sys.executable, nnodes: int = 1,
@@ -267,7 +273,8 @@ class TorchrunLauncher:
                                                               str(self.node_rank)]
         # Several nodes: a fixed port, since every node's runner must give its torchrun the same one.
         port = self.master_port or (free_port() if self.nnodes == 1 else MULTINODE_PORT)
-        return [self.python, "-m", "torch.distributed.run", *nodes, "--nproc_per_node", str(self.nproc),
+        # distill/launch.py: torchrun that exits with a failed rank's code (2: bad input) instead of 1 and a traceback.
+        return [self.python, "-m", "distill.launch", *nodes, "--nproc_per_node", str(self.nproc),
                 "--master_addr", self.master_addr or "127.0.0.1", "--master_port", str(port),
                 str(REPO_ROOT / ENTRY_SCRIPTS[entry]), *argv]
 
@@ -630,6 +637,12 @@ def check_inputs(cfg: SRDConfig, args: TrainArgs, passthrough: Sequence[str]) ->
         raise InputError("--data-dir is required (the processed training data, e.g. processed_data/dolly/full/gpt2)")
     require_split(args.data.data_dir, "train")
     require_split(args.data.data_dir, "valid")
+    # What each step would find only after its models loaded (distill/preflight.py): a DeepSpeed JSON that does not
+    # parse or carries an optimizer/scheduler section, a truncated or corrupted binary.
+    from distill import preflight
+
+    preflight.read_ds_config(args.train.deepspeed_config)
+    preflight.check_training_splits(args.data.data_dir, args.data.dev_num)
     if not (Path(args.data.data_dir) / "train.jsonl").is_file():
         raise InputError(f"--data-dir {args.data.data_dir}: train.jsonl not found (the references Rouge-L needs); "
                          f"re-run tools/process_data_dolly.py into that directory")
@@ -702,7 +715,9 @@ def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] =
             srd.write_json_atomic(save / PLAN_FILE, plan)
 
     if leader:
-        save.mkdir(parents=True, exist_ok=True)
+        from distill.preflight import check_writable_dir
+
+        check_writable_dir(str(save), "--save")  # made, with a probe file: one line if it cannot be written
     write_plan()
     launch = launcher or make_launcher(cfg)
     timeout = cfg.node_wait_timeout
@@ -724,7 +739,7 @@ def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] =
         write_plan()
         if rc != 0:
             raise StepFailed(f"reflection failed (exit code {rc}); fix the cause and re-run the same command "
-                             f"(finished parts are kept)")
+                             f"(finished parts are kept)", rc)
         if not leader:
             wait_for(node0_finished(save, None, "the reflection"), f"its record of the finished reflection in "
                                                                     f"{save / PLAN_FILE}", timeout)
@@ -778,7 +793,7 @@ def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] =
         write_plan()
         if rc != 0:
             raise StepFailed(f"stage {i} failed (exit code {rc}); fix the cause and re-run the same command to "
-                             f"resume from {stage_saves[i]}")
+                             f"resume from {stage_saves[i]}", rc)
         if not leader:  # node 0's rank 0 saved the final checkpoint the next stage starts from
             wait_for(node0_finished(save, i, f"stage {i}"), f"its record of the finished stage {i} in "
                                                             f"{save / PLAN_FILE}", timeout)
@@ -810,12 +825,10 @@ def _ds_dtype(path: Optional[str]) -> str:
     """Reflection precision matching training: the DeepSpeed config's bf16/fp16, else fp32."""
     if path is None:
         return "fp32"
-    from distill.models import precision_from_ds_config
-    import torch
+    from distill.hardware import ds_config_precision
+    from distill.preflight import read_ds_config
 
-    with open(path, encoding="utf-8") as f:
-        dtype = precision_from_ds_config(json.load(f))
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+    return ds_config_precision(read_ds_config(path))
 
 
 @exit_on_input_error
@@ -824,7 +837,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         return run_srd(argv)
     except StepFailed as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        raise SystemExit(e.code) from None
 
 
 if __name__ == "__main__":
