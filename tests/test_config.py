@@ -172,3 +172,65 @@ def _returns(x: int) -> int:
 
 def test_exit_on_input_error_passes_results_through() -> None:
     assert _returns(1) == 2 and _returns.__name__ == "_returns"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Flags without effect: one warning each, only for a value the user changed from the field default.
+
+
+def _warned(*configs: object) -> list[str]:
+    from distill.config import no_effect_warnings
+
+    return no_effect_warnings(*configs)
+
+
+def _kd(**kw: object):
+    from distill.config import DistillConfig
+
+    return DistillConfig(teacher_model_path="teacher", **kw)  # type: ignore[arg-type]
+
+
+TRAIN = dict(save="out", total_iters=3)
+
+
+@pytest.mark.parametrize("configs, expected", [
+    ((_kd(type="rkl", temperature_kld=2.0),), "--temperature-kld 2 has no effect: --type rkl has no temperature; "
+                                              "its temperature twin is --type trkl"),
+    ((_kd(type="kd", temperature_kld=0.5),), "--type kd has no temperature; its temperature twin is --type tfkl"),
+    ((_kd(type="tfkl", skew_alpha=0.3),), "--skew-alpha 0.3 has no effect: only the skew kinds (sfkl, srkl, tsfkl, "
+                                          "tsrkl) use it, not --type tfkl"),
+    ((_kd(type="sfkl", jsd_beta=0.5),), "--jsd-beta 0.5 has no effect: only jsd and tjsd use it, not --type sfkl"),
+    ((_kd(token_score="kl"),), "--token-score kl has no effect: --token-ratio 1 keeps every response token"),
+    ((_kd(kd_ratio=0.0),), "--kd-ratio 0 gives the KD term weight 0: the teacher runs for nothing"),
+    ((ModelConfig(peft_lora_r=16),), "--peft-lora-r 16 has no effect: no LoRA adapter is trained without --peft lora"),
+    ((ModelConfig(peft="lora", peft_path="adapter", peft_lora_dropout=0.0),),
+     "--peft-lora-dropout 0 has no effect: --peft-path adapter continues an adapter, which keeps its own rank"),
+    ((DataConfig(lm_data_dir="corpus"),), "--lm-data-dir corpus has no effect: its language-modelling loss has weight "
+                                          "--lm-coef 0"),
+    ((DataConfig(num_workers=4),), "--num-workers 4 has no effect"),
+    ((TrainConfig(**TRAIN, lr_schedule="constant", lr_min=1e-5),),
+     "--lr-min 1e-05 has no effect: --lr-schedule constant keeps --lr"),
+    ((TrainConfig(**TRAIN, wandb_project="mine"),), "--wandb-project mine has no effect: metrics go to tensorboard"),
+    ((GenerationConfig(top_p=0.9),), "--top-p 0.9 has no effect: decoding is greedy without --do-sample"),
+])
+def test_flags_without_effect_warn_in_one_line(configs: tuple, expected: str) -> None:
+    warnings = _warned(*configs)
+    assert len(warnings) == 1 and warnings[0].startswith("warning: ") and expected in warnings[0], warnings
+    assert "\n" not in warnings[0]
+
+
+def test_flags_with_effect_or_at_their_defaults_are_silent() -> None:
+    assert _warned(ModelConfig(), DataConfig(), TrainConfig(**TRAIN), GenerationConfig(), _kd()) == []
+    # Set explicitly to the default: indistinguishable from leaving it out, and harmless.
+    assert _warned(_kd(type="fkl", temperature_kld=1.0, skew_alpha=0.1, jsd_beta=0.9), GenerationConfig(top_k=0)) == []
+    assert _warned(_kd(type="tfkl", temperature_kld=2.0), _kd(type="ttvdf", temperature_kld=2.0),
+                   _kd(type="tsrkl", skew_alpha=0.3), _kd(type="sfkl", skew_alpha=0.3), _kd(type="tjsd", jsd_beta=0.5),
+                   _kd(token_ratio=0.5, token_score="kl"), _kd(kd_ratio=1.0),
+                   ModelConfig(peft="lora", peft_lora_r=16), DataConfig(lm_data_dir="corpus", lm_coef=0.1),
+                   TrainConfig(**TRAIN, lr_min=1e-5), TrainConfig(**TRAIN, report_to="wandb", wandb_project="mine"),
+                   GenerationConfig(do_sample=True, top_k=5, top_p=0.9, temperature=0.7)) == []
+
+
+def test_kd_ratio_0_warns_once_for_all_kd_settings() -> None:
+    warnings = _warned(_kd(kd_ratio=0.0, temperature_kld=3.0, jsd_beta=0.5, token_score="kl"))
+    assert len(warnings) == 1 and "--kd-ratio 0" in warnings[0] and "train_sft.py" in warnings[0]
