@@ -26,7 +26,8 @@ class ConfigError(InputError):
 
 
 def exit_on_input_error(fn: typing.Callable[..., Any]) -> typing.Callable[..., Any]:
-    """Entry-point decorator: a bad input ends the run with one line on stderr and exit status 2, no traceback."""
+    """Entry-point decorator: a bad input ends the run with one line on stderr and exit status 2, a diverged run
+    (distill/guard.py) with one line and exit status 3; no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -35,6 +36,13 @@ def exit_on_input_error(fn: typing.Callable[..., Any]) -> typing.Callable[..., A
         except (InputError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
+        except RuntimeError as e:
+            from distill.guard import TrainingDiverged  # torch-free
+
+            if not isinstance(e, TrainingDiverged):
+                raise
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(3) from None
 
     return wrapper
 
@@ -125,6 +133,9 @@ class TrainConfig:
     adam_beta1: float = _opt(0.9, "AdamW beta1.")
     adam_beta2: float = _opt(0.999, "AdamW beta2.")
     clip_grad: float = _opt(1.0, "Gradient-norm clipping (0: off).")
+    max_bad_steps: int = _opt(3, "A step whose loss or gradient norm is not finite skips its update (counted and "
+                                 "logged); after this many in a row the run stops with exit status 3, its newest "
+                                 "checkpoint the last good one.")
     lr_schedule: Literal["constant", "cosine"] = _opt("cosine", "Learning-rate schedule after warm-up.")
     warmup_iters: int = _opt(0, "Linear warm-up steps.")
     lr_min: float = _opt(0.0, "Final learning rate of the cosine schedule.")
@@ -163,6 +174,7 @@ class TrainConfig:
         _check(self.total_iters is None or self.total_iters > 0, "total_iters", "must be positive")
         _check(self.warmup_iters >= 0, "warmup_iters", "must be >= 0")
         _check(self.keep_optimizer_states >= 1, "keep_optimizer_states", "must be >= 1")
+        _check(self.max_bad_steps >= 1, "max_bad_steps", "must be >= 1")
         if self.deepspeed_config is not None:
             _check(os.path.isfile(self.deepspeed_config), "deepspeed_config",
                    f"{self.deepspeed_config} does not exist (see configs/deepspeed/)")

@@ -11,9 +11,11 @@ marks the checkpoint complete — ``--resume`` only ever picks a complete one.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import pickle
 import resource
 import shutil
 import time
@@ -26,8 +28,10 @@ from torch.utils.data import Dataset
 
 from data_utils.datasets import IGNORE_INDEX, InstructionDataset, LMCollator, LMDataset, split_by_length
 from distill import dist, preflight
-from distill.config import ConfigError, DataConfig, GenerationConfig, ModelConfig, TrainConfig, to_dict
+from distill.config import (ConfigError, DataConfig, GenerationConfig, InputError, ModelConfig, TrainConfig,
+                            to_dict)
 from distill.generation import generate_split
+from distill.guard import StepGuard, TrainingDiverged, finite, skippable
 from distill.logging_utils import RunLogger
 from distill.models import count_parameters, precision_from_ds_config
 from distill.objectives import Objective, ce_sum, forward_logits
@@ -121,6 +125,30 @@ def load_ds_config(path: Optional[str], train: TrainConfig, device: torch.device
     return cfg
 
 
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """DeepSpeed reads its optimizer/engine state with ``torch.load(weights_only=False)``, i.e. unpickles whatever
+    the file holds. Within this context it loads with ``weights_only=True`` instead, allowing only the few plain
+    DeepSpeed classes its state files hold (found by loading the state of every ZeRO stage, fp32 and bf16)."""
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    allowed = [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+    unsafe = TorchCheckpointEngine.load
+
+    def load(self: Any, path: str, map_location: Any = None) -> Any:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=map_location, weights_only=True)
+
+    TorchCheckpointEngine.load = load  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        TorchCheckpointEngine.load = unsafe  # type: ignore[method-assign]
+
+
 def zero_stage(ds_config: Mapping[str, Any]) -> int:
     return int(ds_config.get("zero_optimization", {}).get("stage", 0))
 
@@ -198,9 +226,20 @@ class Trainer:
         if self.ds_config.get("zero_optimization", {}).get("offload_optimizer"):
             from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-            optimizer = DeepSpeedCPUAdam(groups, lr=train.lr, betas=(train.adam_beta1, train.adam_beta2))
+            optimizer_cls: type = DeepSpeedCPUAdam
         else:
-            optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=(train.adam_beta1, train.adam_beta2))
+            optimizer_cls = torch.optim.AdamW
+        # The client optimizer can skip its update (distill/guard.py): every DeepSpeed wrapper calls it for the
+        # actual step, so a skipped step leaves weights and Adam state untouched in every ZeRO stage and precision.
+        optimizer = skippable(optimizer_cls)(groups, lr=train.lr, betas=(train.adam_beta1, train.adam_beta2))
+        self.client_optimizer = optimizer
+        # ZeRO-0 in fp32 gives DeepSpeed nothing that checks the gradient norm before the update (its ZeRO, bf16 and
+        # fp16 optimizers skip a non-finite norm themselves), so the trainer computes the norm, decides and clips.
+        self.own_clip = zero_stage(self.ds_config) == 0 and dtype == torch.float32
+        if self.own_clip:
+            self.ds_config["gradient_clipping"] = 0.0
+        self.fp16 = dtype == torch.float16
+        self.guard = StepGuard(train.max_bad_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, train, self.total_iters))
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
@@ -249,7 +288,9 @@ class Trainer:
                 filler["attention_mask"][:, 0] = 1  # a one-token row: no loss position, no counted token
                 parts.append(filler)
             work += [(i, j, part) for j, part in enumerate(parts)]
-        for i, j, mb in work:
+        bad_losses = 0
+        grad_norm: Optional[float] = None
+        for n, (i, j, mb) in enumerate(work):
             mb = {k: v.to(self.env.device) for k, v in mb.items()}
             sums = self.objective.sums(self.engine, mb)
             means = {k: sums[k] / max(counts[k], 1.0) for k in self.objective.terms}
@@ -260,16 +301,55 @@ class Trainer:
                 loss = loss + self.data_cfg.lm_coef * means["lm"]
                 tokens += int(lb["attention_mask"].sum())
             self.engine.backward(loss * scale)
-            self.engine.step()
             for k, v in means.items():
                 logged[k] += float(v.detach())
             logged["loss"] += float(loss.detach())
+            bad_losses += not all(math.isfinite(float(v.detach())) for v in [loss, *means.values()])
+            if n == len(work) - 1:  # the accumulation boundary: decide before DeepSpeed updates
+                grad_norm, skip = self._check_update(bad_losses)
+                self.client_optimizer.skip_update = skip
+            skipped_before = self.engine.skipped_steps
+            self.engine.step()
+        self.client_optimizer.skip_update = False
+        skipped_by_ds = self.engine.skipped_steps > skipped_before
+        if skipped_by_ds and self.scheduler is not None:
+            self.scheduler.step()  # DeepSpeed holds the schedule on a skipped step; it follows the step count here
+        if not self.own_clip:
+            grad_norm = self._ds_grad_norm()
         # The per-rank pieces add up to the global means.
         keys = list(logged)
         reduced = dist.all_reduce_sum([logged[k] for k in keys] + [tokens], self.env.device).tolist()
         out = dict(zip(keys, reduced[:-1]))
         out["tokens"] = reduced[-1]
+        # fp16's loss scaler skips overflowing steps by design (and lowers the scale): not a bad step by itself.
+        out["bad"] = float(skip or (skipped_by_ds and not self.fp16))
+        if grad_norm is not None:
+            out["grad_norm"] = grad_norm
         return out
+
+    def _check_update(self, bad_losses: int) -> tuple[Optional[float], bool]:
+        """(gradient norm where the trainer owns it, whether to skip the update), the same on every rank."""
+        grad_norm = None
+        if self.own_clip:
+            # ZeRO-0: DeepSpeed all-reduced the gradients in the boundary backward, so every rank sees the same ones.
+            # DeepSpeed's own clipping function (what it would have run here): the same numbers as without the
+            # guard. Clipping with a non-finite norm spoils the gradients, but then the update is skipped anyway.
+            params = [p for p in self.engine.module.parameters() if p.grad is not None]
+            if self.train_cfg.clip_grad > 0:
+                from deepspeed.runtime.utils import clip_grad_norm_
+
+                grad_norm = float(clip_grad_norm_(params, max_norm=self.train_cfg.clip_grad))
+            else:
+                grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+        local_bad = [float(bad_losses), float(not finite(grad_norm))]
+        any_bad = dist.all_reduce_sum(local_bad, self.env.device).tolist()
+        return grad_norm, any(v > 0 for v in any_bad)
+
+    def _ds_grad_norm(self) -> Optional[float]:
+        norm = self.engine.get_global_grad_norm()
+        if norm is None:
+            return None
+        return float(norm.item() if isinstance(norm, torch.Tensor) else norm)
 
     # ------------------------------------------------------------------------------------------------ evaluate ---
     @torch.no_grad()
@@ -328,6 +408,9 @@ class Trainer:
         # Checkpoints are picked by Rouge-L when generation is scored, else by validation loss.
         key, better = ("valid/rougeL", max) if "valid/rougeL" in metrics else ("valid/loss", min)
         value = metrics[key]
+        if not math.isfinite(value):  # NaN compares false both ways: `min` would let it win
+            self.logger.info(f"step {step}: {key} is {value}; this checkpoint cannot become the best")
+            return
         if not self.best or self.best.get("metric") != key or better(value, self.best["value"]) != self.best["value"]:
             self.best = {"step": step, "metric": key, "value": value, "path": str(self.save_dir / str(step))}
 
@@ -345,7 +428,8 @@ class Trainer:
             self.tokenizer.save_pretrained(ckpt)
         dist.barrier()
         client = {"step": step, "position": self.stream.position,
-                  "lm_position": self.lm_stream.position if self.lm_stream else 0, "best": self.best}
+                  "lm_position": self.lm_stream.position if self.lm_stream else 0, "best": self.best,
+                  "bad_steps": self.guard.state()}
         self.engine.save_checkpoint(str(ckpt), tag=DS_TAG, client_state=client, save_latest=False)
         torch.save(dist.rng_state(), ckpt / f"rng_state_{self.env.rank}.pt")
         dist.barrier()
@@ -371,14 +455,22 @@ class Trainer:
             return 0
         step = candidates[-1]
         ckpt = self.save_dir / str(step)
-        _, client = self.engine.load_checkpoint(str(ckpt), tag=DS_TAG)
+        try:
+            with weights_only_loads():
+                _, client = self.engine.load_checkpoint(str(ckpt), tag=DS_TAG)
+            rng = torch.load(ckpt / f"rng_state_{self.env.rank}.pt", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise InputError(f"{ckpt}: a state file holds more than tensors and plain values and is not loaded "
+                             f"({str(e).splitlines()[0]}); if the run directory is yours, delete {ckpt} to resume "
+                             f"from the checkpoint before it") from None
         if client is None:
             raise RuntimeError(f"{ckpt / DS_TAG}: could not load the DeepSpeed state; delete {ckpt} and resume again")
         self.stream.position = int(client["position"])
         if self.lm_stream is not None:
             self.lm_stream.position = int(client["lm_position"])
         self.best = client.get("best") or {}
-        dist.set_rng_state(torch.load(ckpt / f"rng_state_{self.env.rank}.pt", weights_only=False))
+        self.guard.load(client.get("bad_steps"))
+        dist.set_rng_state(rng)
         self.logger.info(f"resumed from {ckpt} (step {step})")
         return step
 
@@ -400,16 +492,31 @@ class Trainer:
             self.step += 1
             dt = time.time() - t0
             window_time += dt
-            window_steps += 1
-            for k, v in out.items():
-                window[k] = window.get(k, 0.0) + v
+            bad = bool(out.pop("bad"))
+            # A skipped step's numbers are not finite: it is counted, logged in its own line, and kept out of the means.
+            try:
+                steps = complete_checkpoints(self.save_dir) if bad else []
+                note = self.guard.record(self.step, bad, out["loss"], out.get("grad_norm"),
+                                         str(self.save_dir / str(steps[-1])) if steps else None)
+            except TrainingDiverged as e:
+                self.logger.info(f"error: {e}")
+                raise
+            if note is not None:
+                self.logger.info(note)
+            tokens = out.pop("tokens")
+            window["tokens"] = window.get("tokens", 0.0) + tokens
+            if not bad:
+                window_steps += 1
+                for k, v in out.items():
+                    window[k] = window.get(k, 0.0) + v
             lr = self.scheduler.get_last_lr()[0] if self.scheduler is not None else cfg.lr
-            self.logger.advance(self.step, out["loss"], lr, out["tokens"] / max(dt, 1e-9))
+            self.logger.advance(self.step, out["loss"], lr, tokens / max(dt, 1e-9))
             last_step = self.step == self.total_iters
             last_eval = {}
             if self.step % cfg.log_interval == 0 or last_step:
-                metrics = {f"train/{k}": v / window_steps for k, v in window.items() if k != "tokens"}
+                metrics = {f"train/{k}": v / max(window_steps, 1) for k, v in window.items() if k != "tokens"}
                 metrics.update({"train/lr": lr, "train/tokens_per_s": window["tokens"] / max(window_time, 1e-9),
+                                "train/skipped_steps": self.guard.total,
                                 "train/epoch": self.stream.epoch,
                                 "train/peak_mem_mb": peak_memory_mb(self.env.device)})
                 self.logger.log_metrics(self.step, metrics)
