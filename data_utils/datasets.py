@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data_utils.indexed_dataset import IndexedDataset
+from data_utils.processing import DataError
 from data_utils.splits import require_split, split_prefix  # noqa: F401  (re-exported)
 
 IGNORE_INDEX = -100
@@ -24,13 +25,14 @@ class InstructionDataset(Dataset):
     """One processed split: each item is the prompt and response token ids of an example.
 
     ``num`` keeps only the first ``num`` examples (-1: all); ``raw`` holds the matching ``{split}.jsonl`` records when
-    present (text, references), so generation and metrics can use them.
+    present (text, references), so generation and metrics can use them. ``vocab_size`` (the tokenizer's length)
+    bounds the stored token ids, besides the directory's ``meta.json`` (:class:`IndexedDataset`).
     """
 
-    def __init__(self, data_dir: str | Path, split: str, num: int = -1):
+    def __init__(self, data_dir: str | Path, split: str, num: int = -1, vocab_size: Optional[int] = None):
         self.data_dir = Path(data_dir)
         self.split = split
-        self.data = IndexedDataset(require_split(data_dir, split))
+        self.data = IndexedDataset(require_split(data_dir, split), vocab_size)
         n = len(self.data)
         self.num = n if num is None or num < 0 else min(num, n)
         jsonl = self.data_dir / f"{split}.jsonl"
@@ -39,8 +41,8 @@ class InstructionDataset(Dataset):
             with open(jsonl, encoding="utf-8") as f:
                 self.raw = [json.loads(line) for line in f if line.strip()][: self.num]
             if len(self.raw) != self.num:
-                raise ValueError(f"{jsonl} has {len(self.raw)} records but {split}_0.bin has {self.num}: "
-                                 f"re-run the processing tool")
+                raise DataError(f"{jsonl} has {len(self.raw)} records but {split}_0.bin has {self.num}: "
+                                f"re-run the processing tool")
 
     def __len__(self) -> int:
         return self.num
@@ -60,8 +62,8 @@ class InstructionDataset(Dataset):
 class LMDataset(Dataset):
     """Packed pretraining chunks (prompt length 0): every token is a target."""
 
-    def __init__(self, data_dir: str | Path, split: str = "train"):
-        self.data = IndexedDataset(require_split(data_dir, split))
+    def __init__(self, data_dir: str | Path, split: str = "train", vocab_size: Optional[int] = None):
+        self.data = IndexedDataset(require_split(data_dir, split), vocab_size)
 
     def __len__(self) -> int:
         return len(self.data)

@@ -22,7 +22,11 @@ A dataset is a pair of files sharing a path prefix:
 
 The reader checks the magic, the dtype code, the exact file length, that ``pointers`` is the exclusive cumulative
 sum of ``sizes``, that ``0 <= prompt_lengths <= sizes``, and that ``.bin`` holds exactly ``sum(sizes)`` elements, so a
-truncated or mismatched pair is reported instead of silently read.
+truncated or mismatched pair is reported instead of silently read. Where the directory's ``meta.json`` records the
+vocabulary size (the processing tools write it), the ``.bin`` dtype must be the one that size is stored in, and every
+token id must be below it (and below the caller's ``vocab_size``, the tokenizer's length, where given): a corrupted
+``.bin`` is refused when opened instead of indexing past the embedding. The scan is one vectorised max over the
+memory map, in chunks (about 0.3 s per GB).
 
 Pretraining data is stored in the same format with ``prompt_lengths == 0``.
 The files are made by ``tools/process_data_dolly.py`` (instruction data) and ``tools/process_data_pretrain.py``.
@@ -38,11 +42,14 @@ from typing import Sequence
 
 import numpy as np
 
+from data_utils.processing import DataError, read_meta
+
 MAGIC = b"DSTLIDX1"
 _HEADER_BYTES = len(MAGIC) + 1 + 8
 _DTYPE_CODES: dict[int, np.dtype] = {1: np.dtype(np.uint16), 2: np.dtype(np.uint32)}
 _CODE_OF_DTYPE: dict[np.dtype, int] = {v: k for k, v in _DTYPE_CODES.items()}
 _MAKERS = "tools/process_data_dolly.py (instruction data) or tools/process_data_pretrain.py (pretraining data)"
+_SCAN_CHUNK = 1 << 24  # elements per step of the token-id scan: 32-64 MB of the memory map at a time
 
 
 def _file_mode() -> int:
@@ -192,11 +199,14 @@ class IndexedDataset:
     """Read-only, memory-mapped view of a ``{prefix}.bin`` / ``{prefix}.idx`` pair (see the module docstring).
 
     ``ds[i]`` is the full sequence (prompt + response) of example ``i`` as int64 [sizes[i]];
-    :meth:`prompt` and :meth:`response` give the two parts.
+    :meth:`prompt` and :meth:`response` give the two parts. ``vocab_size`` (the tokenizer's length, where the caller
+    has it) bounds the token ids besides ``meta.json``'s vocabulary size. Errors in the files are DataError (a
+    ValueError) naming the file.
     """
 
-    def __init__(self, path_prefix: str | Path):
+    def __init__(self, path_prefix: str | Path, vocab_size: int | None = None, *, _ids_checked: bool = False):
         self.prefix = Path(path_prefix)
+        self.vocab_size = vocab_size
         ipath, bpath = idx_path(self.prefix), bin_path(self.prefix)
         for p in (ipath, bpath):
             if not p.is_file():
@@ -205,12 +215,36 @@ class IndexedDataset:
         expected = int(self.sizes.sum(dtype=np.int64)) * self.dtype.itemsize
         actual = bpath.stat().st_size
         if actual != expected:
-            raise ValueError(
+            raise DataError(
                 f"{bpath}: {actual} bytes but {ipath} describes {expected}; the pair is truncated or mismatched — "
                 f"remake it with {_MAKERS}"
             )
         # np.memmap cannot map an empty file; a dataset without tokens is just an empty array.
         self._data = np.memmap(bpath, dtype=self.dtype, mode="r") if actual else np.zeros(0, dtype=self.dtype)
+        if not _ids_checked:  # a copy unpickled in a DataLoader worker was checked where it was made
+            self._check_ids(bpath)
+
+    def _check_ids(self, bpath: Path) -> None:
+        """The dtype ``meta.json``'s vocabulary is stored in, and every token id below the vocabulary."""
+        hint = f"the file is corrupted or does not belong to this directory — re-process the data with {_MAKERS}"
+        meta_vocab = (read_meta(self.prefix.parent) or {}).get("vocab_size")
+        bounds = []
+        if isinstance(meta_vocab, int) and not isinstance(meta_vocab, bool) and meta_vocab > 0:
+            want = dtype_for_vocab(meta_vocab) if meta_vocab <= 2**32 else None
+            if want is not None and want != self.dtype:
+                raise DataError(f"{bpath}: token ids stored as {self.dtype.name}, but meta.json's vocabulary of "
+                                f"{meta_vocab} is stored as {want.name}; {hint}")
+            bounds.append((meta_vocab, f"meta.json's vocabulary of {meta_vocab}"))
+        if self.vocab_size is not None:
+            bounds.append((int(self.vocab_size), f"the tokenizer's {int(self.vocab_size)} tokens"))
+        if not bounds or self._data.size == 0:
+            return
+        bound, what = min(bounds)
+        if bound > np.iinfo(self.dtype).max:
+            return  # no stored value can reach it
+        top = max(int(self._data[i : i + _SCAN_CHUNK].max()) for i in range(0, self._data.size, _SCAN_CHUNK))
+        if top >= bound:
+            raise DataError(f"{bpath}: token id {top} is outside {what} (ids 0..{bound - 1}); {hint}")
 
     @staticmethod
     def _read_index(ipath: Path) -> tuple[np.dtype, np.ndarray, np.ndarray, np.ndarray]:
@@ -218,13 +252,13 @@ class IndexedDataset:
         hint = f"remake it with {_MAKERS}"
         raw = ipath.read_bytes()
         if len(raw) < _HEADER_BYTES or raw[: len(MAGIC)] != MAGIC:
-            raise ValueError(f"{ipath}: not an indexed-dataset index (bad magic); {hint}")
+            raise DataError(f"{ipath}: not an indexed-dataset index (bad magic); {hint}")
         code = raw[len(MAGIC)]
         if code not in _DTYPE_CODES:
-            raise ValueError(f"{ipath}: unknown token dtype code {code}; {hint}")
+            raise DataError(f"{ipath}: unknown token dtype code {code}; {hint}")
         count = int(np.frombuffer(raw, dtype="<u8", count=1, offset=len(MAGIC) + 1)[0])
         if len(raw) != _HEADER_BYTES + count * (4 + 4 + 8):
-            raise ValueError(f"{ipath}: {len(raw)} bytes, inconsistent with {count} examples (truncated?); {hint}")
+            raise DataError(f"{ipath}: {len(raw)} bytes, inconsistent with {count} examples (truncated?); {hint}")
         off = _HEADER_BYTES
         sizes = np.frombuffer(raw, dtype="<i4", count=count, offset=off).astype(np.int32)
         prompt_lengths = np.frombuffer(raw, dtype="<i4", count=count, offset=off + 4 * count).astype(np.int32)
@@ -233,9 +267,9 @@ class IndexedDataset:
         if count > 1:
             np.cumsum(sizes[:-1], dtype=np.int64, out=expected_ptr[1:])
         if (sizes < 0).any() or (prompt_lengths < 0).any() or (prompt_lengths > sizes).any():
-            raise ValueError(f"{ipath}: negative sizes or prompt lengths longer than their examples; {hint}")
+            raise DataError(f"{ipath}: negative sizes or prompt lengths longer than their examples; {hint}")
         if not np.array_equal(pointers, expected_ptr):
-            raise ValueError(f"{ipath}: pointers do not match the example sizes; {hint}")
+            raise DataError(f"{ipath}: pointers do not match the example sizes; {hint}")
         return _DTYPE_CODES[code], sizes, prompt_lengths, pointers
 
     def __len__(self) -> int:
@@ -271,10 +305,11 @@ class IndexedDataset:
 
     def __getstate__(self) -> dict:
         # Pickle (e.g. DataLoader workers under spawn) by path: pickling the memmap would copy every token.
-        return {"prefix": str(self.prefix)}
+        return {"prefix": str(self.prefix), "vocab_size": self.vocab_size}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["prefix"])
+        # The index is re-validated (cheap); the token-id scan was done where the dataset was first opened.
+        self.__init__(state["prefix"], state.get("vocab_size"), _ids_checked=True)
 
     def __repr__(self) -> str:
         return f"IndexedDataset({str(self.prefix)!r}, n={len(self)}, dtype={self.dtype.name})"

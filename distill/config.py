@@ -34,7 +34,10 @@ def exit_on_input_error(fn: typing.Callable[..., Any]) -> typing.Callable[..., A
         try:
             return fn(*args, **kwargs)
         except (InputError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr, flush=True)
+            # One write: the ranks of a launch share the terminal, and print()'s separate newline lets their lines
+            # interleave.
+            sys.stderr.write(f"error: {e}\n")
+            sys.stderr.flush()
             raise SystemExit(2) from None
         except RuntimeError as e:
             from distill.guard import TrainingDiverged  # torch-free
@@ -73,6 +76,9 @@ class ModelConfig:
     peft_lora_alpha: int = _opt(32, "LoRA alpha (scaling = alpha / r).")
     peft_lora_dropout: float = _opt(0.1, "LoRA dropout.")
     peft_path: Optional[str] = _opt(None, "Existing LoRA adapter to start from (with --peft lora).")
+    trust_remote_code: bool = _opt(False, "Allow a checkpoint whose config or tokenizer needs custom code shipped "
+                                          "with it (auto_map): that code runs in this process. Off: such a "
+                                          "checkpoint is refused in one line.")
 
     def __post_init__(self) -> None:
         _check(self.peft_lora_r > 0, "peft_lora_r", f"must be positive, got {self.peft_lora_r}")

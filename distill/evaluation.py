@@ -18,7 +18,8 @@ from typing import Any, Literal, Optional, Sequence
 from data_utils.splits import split_prefix
 from distill.config import (ConfigError, GenerationConfig, InputError, _check, _given, _opt, _shown, exit_on_input_error,
                             no_effect_warnings, parse_configs)
-from distill.inputs import check_model_dir, model_type
+from data_utils.processing import print_warning
+from distill.inputs import check_adapter_dir, check_model_dir, model_type
 from distill.progress import Progress, print_stamped
 
 EVAL_SETS = ("dolly", "self_inst", "vicuna", "sinst", "uinst")
@@ -40,6 +41,8 @@ class EvalConfig:
     dtype: Literal["fp32", "bf16", "fp16"] = _opt("fp32", "Inference precision.")
     max_prompt_length: int = _opt(256, "Prompt tokens kept (from the right).")
     dev_num: int = _opt(-1, "Evaluate at most this many examples per set (-1: all).")
+    trust_remote_code: bool = _opt(False, "Allow a checkpoint whose config or tokenizer needs custom code shipped "
+                                          "with it (auto_map): that code runs in this process. Off: refused.")
 
     def __post_init__(self) -> None:
         _check(self.model_path is not None, "model_path", "is required")
@@ -76,7 +79,10 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def evaluate_model(cfg: EvalConfig, gen: GenerationConfig) -> dict[str, Any]:
-    check_model_dir(cfg.model_path)
+    # A missing, incomplete or interrupted checkpoint stops here, before anything loads (distill/inputs.py).
+    check_model_dir(cfg.model_path, trust_remote_code=cfg.trust_remote_code)
+    if cfg.peft_path is not None:
+        check_adapter_dir(cfg.peft_path, "--peft-path")
     family = cfg.model_type or model_type(cfg.model_path)  # type: ignore[arg-type]
     sets = resolve_sets(cfg, family)
     # The rest that needs no model, before it loads (distill/preflight.py): each set's files and the references
@@ -95,6 +101,7 @@ def evaluate_model(cfg: EvalConfig, gen: GenerationConfig) -> dict[str, Any]:
             print(line, file=sys.stderr, flush=True)
     # Heavy imports only now: --help and a bad flag or path answered without them.
     from data_utils.datasets import InstructionDataset
+    from data_utils.processing import check_data_tokenizer
     from distill import dist
     from distill.generation import generate_split
     from distill.metrics import per_example_scores
@@ -103,14 +110,18 @@ def evaluate_model(cfg: EvalConfig, gen: GenerationConfig) -> dict[str, Any]:
     env = dist.init_distributed(use_deepspeed=False)
     if env.device.type == "cpu" and cfg.dtype == "fp16":
         raise ConfigError("--dtype fp16 needs a GPU; use bf16 or fp32 on CPU")
-    tokenizer = load_tokenizer(cfg.model_path)  # type: ignore[arg-type]
+    tokenizer = load_tokenizer(cfg.model_path, cfg.trust_remote_code)  # type: ignore[arg-type]
+    # Every set was processed with this model's tokenizer (meta.json's fingerprint), checked before the model loads.
+    for _, data_dir in sets:
+        check_data_tokenizer(data_dir, tokenizer, cfg.model_path,  # type: ignore[arg-type]
+                             warn=print_warning if env.is_main else None)
     model = load_model(cfg.model_path, DTYPES[cfg.dtype], peft_path=cfg.peft_path,  # type: ignore[arg-type]
-                       merge_adapter=True).to(env.device)
+                       merge_adapter=True, trust_remote_code=cfg.trust_remote_code).to(env.device)
     model.eval()
     save = Path(cfg.save)  # type: ignore[arg-type]
     summary: dict[str, Any] = {"model_path": cfg.model_path, "sets": {}}
     for name, data_dir in sets:
-        dataset = InstructionDataset(data_dir, cfg.split, num=cfg.dev_num)
+        dataset = InstructionDataset(data_dir, cfg.split, num=cfg.dev_num, vocab_size=len(tokenizer))
         per_seed = []
         for seed in cfg.seeds:
             t0 = time.time()

@@ -1,42 +1,70 @@
-"""Loading models and tokenizers — only through ``from_pretrained(path)``, for every family and size alike."""
+"""Loading models and tokenizers — only through ``from_pretrained(path)``, for every family and size alike.
+
+Safe by default: a directory is checked complete first (:func:`distill.inputs.check_model_dir`); weights load from
+safetensors or with ``weights_only=True`` (a pickle that cannot run code); code shipped with a checkpoint
+(``auto_map``) runs only with ``trust_remote_code`` (``--trust-remote-code``); a tokenizer that loaded without its
+vocabulary (one token) is an error."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from data_utils.processing import check_tokenizer_usable
 from distill.config import InputError
-from distill.inputs import adapter_base, check_model_dir, is_adapter_dir, model_type  # noqa: F401  (re-exported)
+from distill.inputs import (adapter_base, check_adapter_dir, check_model_dir, is_adapter_dir,  # noqa: F401
+                            model_type, tokenizer_source)  # (re-exported)
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # --dtype of the inference tools
 
 
-def load_tokenizer(path: str) -> Any:
-    """The model's tokenizer, with a pad token (EOS when the tokenizer has none, as GPT-2 style vocabularies do)."""
-    src = adapter_base(path) if is_adapter_dir(path) and not (Path(path) / "tokenizer_config.json").exists() else path
-    tok = AutoTokenizer.from_pretrained(src)
+def _remote_code_refused(e: ValueError, path: str) -> InputError:
+    return InputError(f"{path}: loading it needs custom code from the checkpoint, which is not run by default; "
+                      f"pass --trust-remote-code if you trust it ({str(e).splitlines()[0][:200]})")
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
+    """The model's tokenizer (a LoRA adapter's own, else its base's), with a pad token (EOS when the tokenizer has
+    none, as GPT-2 style vocabularies do). InputError when it has no usable vocabulary (fewer than 2 tokens, or
+    special ids outside it) — transformers builds a one-token tokenizer from a directory without vocabulary files."""
+    src = tokenizer_source(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise _remote_code_refused(e, src) from None
+        raise
+    check_tokenizer_usable(tok, src)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
 def load_model(path: str, dtype: torch.dtype = torch.float32, *, peft_path: Optional[str] = None,
-               merge_adapter: bool = False) -> nn.Module:
-    """A causal LM from a model directory, or from a LoRA adapter directory (its base is loaded first).
+               merge_adapter: bool = False, trust_remote_code: bool = False) -> nn.Module:
+    """A causal LM from a complete model directory, or from a LoRA adapter directory (its base is loaded first).
 
     ``peft_path`` applies an adapter on top of ``path``; ``merge_adapter`` folds it into plain weights (inference).
+    Weights load from safetensors or ``torch.load(weights_only=True)`` only (peft reads adapters the same way).
     """
-    check_model_dir(path)
+    check_model_dir(path, trust_remote_code=trust_remote_code)
     if is_adapter_dir(path):
         if peft_path is not None:
             raise ValueError(f"{path} is itself an adapter; do not also pass an adapter ({peft_path})")
         path, peft_path = adapter_base(path), path
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    elif peft_path is not None:
+        check_adapter_dir(peft_path, "--peft-path")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                     weights_only=True)
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise _remote_code_refused(e, path) from None
+        raise
     if peft_path is not None:
         from peft import PeftModel
 
@@ -53,6 +81,7 @@ def apply_lora(model: nn.Module, r: int, alpha: int, dropout: float, peft_path: 
     from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
     if peft_path is not None:
+        check_adapter_dir(peft_path, "--peft-path")
         return PeftModel.from_pretrained(model, peft_path, is_trainable=True)
     cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=r, lora_alpha=alpha, lora_dropout=dropout)
     return get_peft_model(model, cfg)

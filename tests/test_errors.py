@@ -263,9 +263,10 @@ def test_torchrun_launch_passes_exit_code_2_through(tiny_models: dict, processed
     assert "+ python -m distill.launch --nnodes 1" in proc.stderr.replace(env.get("PYTHON", "python"), "python")
     lines = [line for line in proc.stderr.splitlines() if not line.startswith("+ ")]
     message = f"error: --deepspeed-config {bad}: not valid JSON at line 1, column 36 (Expecting property name"
-    assert [line.startswith(message) for line in lines[:2]] == [True, True], proc.stderr  # one per rank
-    assert len(lines) == 3 and lines[2].startswith("error: rank ") and lines[2].endswith(
-        "exited with code 2; its message is above"), proc.stderr
+    # One whole line per rank (each written at once, so they cannot interleave), then the launcher's one line.
+    assert len(lines) == 3 and all(line.startswith(message) and line.endswith("configs/deepspeed/")
+                                   for line in lines[:2]), proc.stderr
+    assert lines[2].startswith("error: rank ") and lines[2].endswith("exited with code 2; its message is above")
     assert not (tmp_path / "run").exists()
 
 

@@ -31,7 +31,6 @@ delete ``.parts`` to save the space). A sampled part draws from a seed fixed by
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ from data_utils.atomic import write_json_atomic, write_jsonl_atomic  # noqa: E40
 from data_utils.splits import require_split  # noqa: E402
 from distill.config import (ConfigError, GenerationConfig, InputError, _check, _opt, exit_on_input_error,  # noqa: E402
                             no_effect_warnings, parse_configs)
-from distill.inputs import check_model_dir, is_adapter_dir  # noqa: E402
+from distill.inputs import check_adapter_dir, check_model_dir, is_adapter_dir  # noqa: E402
 from distill.parts import (PartStore, compute_parts, model_digest, part_ranges, part_seed, rank0_decides,  # noqa: E402
                            read_jsonl, split_digest)
 
@@ -74,6 +73,8 @@ class SeqKDConfig:
     part_size: int = _opt(1000, "Examples per resumable part file.")
     max_examples: int = _opt(-1, "Answer only the first N prompts of --split (-1: all).")
     seed: int = _opt(10, "Sampling seed (with --do-sample); part k uses seed + k * 100003 (+ rank).")
+    trust_remote_code: bool = _opt(False, "Allow a teacher whose config or tokenizer needs custom code shipped with "
+                                          "it (auto_map): that code runs in this process. Off: refused.")
 
     def __post_init__(self) -> None:
         _check(self.model_path is not None, "model_path", "is required (the teacher's model or adapter directory)")
@@ -127,7 +128,7 @@ def run_settings(cfg: SeqKDConfig, gen: GenerationConfig, num_examples: int) -> 
 
 def check_inputs(cfg: SeqKDConfig) -> None:
     """Paths and layout; raises InputError / FileNotFoundError with one line naming the input and the fix."""
-    check_model_dir(cfg.model_path, "--model-path")
+    check_model_dir(cfg.model_path, "--model-path", trust_remote_code=cfg.trust_remote_code)
     if cfg.peft_path is not None:
         if not is_adapter_dir(cfg.peft_path):
             raise InputError(f"--peft-path {cfg.peft_path}: no adapter_config.json there; pass a LoRA adapter "
@@ -135,6 +136,7 @@ def check_inputs(cfg: SeqKDConfig) -> None:
         if is_adapter_dir(cfg.model_path):  # type: ignore[arg-type]
             raise InputError(f"--model-path {cfg.model_path} is itself an adapter; drop --peft-path or pass the "
                              f"base model as --model-path")
+        check_adapter_dir(cfg.peft_path, "--peft-path")
     data_dir, save = Path(cfg.data_dir), Path(cfg.save)  # type: ignore[arg-type]
     require_split(data_dir, cfg.split)
     for name in (f"{cfg.split}.jsonl", "valid.jsonl"):
@@ -155,16 +157,12 @@ def check_inputs(cfg: SeqKDConfig) -> None:
         preflight.check_writable_dir(str(save), "--save", keep=False)
 
 
-def check_tokenizer_matches(data_dir: Path, tokenizer: Any, model_path: str) -> None:
-    """The prompts are stored as token ids, so the teacher must read them with the tokenizer that wrote them."""
-    meta_path = data_dir / "meta.json"
-    if not meta_path.is_file():
-        return  # hand-made directory without metadata: nothing to compare against
-    vocab = json.loads(meta_path.read_text(encoding="utf-8")).get("vocab_size")
-    if vocab is not None and vocab != len(tokenizer):
-        raise InputError(f"--data-dir {data_dir} was tokenized with a {vocab}-token vocabulary but the teacher "
-                         f"{model_path} has {len(tokenizer)}; process the data with the teacher's family "
-                         f"(bash scripts/<family>/tools/process_data_dolly.sh)")
+def check_tokenizer_matches(data_dir: Path, tokenizer: Any, model_path: str, warn: bool = True) -> None:
+    """The prompts are stored as token ids, so the teacher must read them with the tokenizer that wrote them
+    (meta.json's fingerprint, data_utils.processing.check_data_tokenizer)."""
+    from data_utils.processing import check_data_tokenizer, print_warning
+
+    check_data_tokenizer(data_dir, tokenizer, model_path, warn=print_warning if warn else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -192,7 +190,7 @@ def generate_parts(cfg: SeqKDConfig, gen: GenerationConfig, env: dist.DistEnv, t
     from distill.models import DTYPES, load_model
 
     model = load_model(cfg.model_path, DTYPES[cfg.dtype], peft_path=cfg.peft_path,  # type: ignore[arg-type]
-                       merge_adapter=True).to(env.device)
+                       merge_adapter=True, trust_remote_code=cfg.trust_remote_code).to(env.device)
     model.eval()
     raw = dataset.raw or []
 
@@ -221,9 +219,9 @@ def generate_data(cfg: SeqKDConfig, gen: GenerationConfig) -> dict[str, Any]:
     env = dist.init_distributed(use_deepspeed=False)
     if env.device.type == "cpu" and cfg.dtype == "fp16":
         raise ConfigError("--dtype fp16 needs a GPU; use bf16 or fp32 on CPU")
-    tokenizer = load_tokenizer(cfg.model_path)  # type: ignore[arg-type]
-    check_tokenizer_matches(data_dir, tokenizer, cfg.model_path)  # type: ignore[arg-type]
-    dataset = InstructionDataset(data_dir, cfg.split, num=cfg.max_examples)
+    tokenizer = load_tokenizer(cfg.model_path, cfg.trust_remote_code)  # type: ignore[arg-type]
+    check_tokenizer_matches(data_dir, tokenizer, cfg.model_path, warn=env.is_main)  # type: ignore[arg-type]
+    dataset = InstructionDataset(data_dir, cfg.split, num=cfg.max_examples, vocab_size=len(tokenizer))
     valid_records = [raw_record(r) for r in read_jsonl(data_dir / "valid.jsonl")]
     parts = part_ranges(len(dataset), cfg.part_size)
     settings = run_settings(cfg, gen, len(dataset))

@@ -206,7 +206,7 @@ def describe_model(name: str, path: Path) -> ModelSpec:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    cfg = AutoConfig.from_pretrained(path)
+    cfg = AutoConfig.from_pretrained(path, trust_remote_code=False)  # no checkpoint code (distill/models.py)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
     params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

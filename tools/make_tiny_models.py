@@ -178,7 +178,8 @@ def _write_checkpoint(config, tokenizer, seed: int, dest: Path) -> int:
 def _count_params(path: Path) -> int:
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path).num_parameters()
+    # Safe loading (distill/models.py): no checkpoint code, weights from safetensors / weights_only.
+    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, weights_only=True).num_parameters()
 
 
 def make_tiny_models(
@@ -240,7 +241,7 @@ def _warn_on_tokenizer_mismatch(tokenizer, kept: list[Path]) -> None:
 
     vocab = tokenizer.get_vocab()
     for path in kept:
-        if AutoTokenizer.from_pretrained(path).get_vocab() != vocab:
+        if AutoTokenizer.from_pretrained(path, trust_remote_code=False).get_vocab() != vocab:
             print(
                 f"warning: {path} keeps an older tokenizer that differs from the new one; "
                 f"rerun with --overwrite so all tiny checkpoints share token ids",

@@ -21,7 +21,8 @@ Output, in ``<processed-data-dir>/<model-type>/`` (default ``processed_data/<dat
   With ``--only-prompt`` the binaries hold prompts only.
 * ``{train,valid}.jsonl``: one record per kept example, in binary order: instruction, input, output (full, never
   truncated), category, references, prompt.
-* ``meta.json``: tokenizer, vocabulary size, model type, length limits, template and counts.
+* ``meta.json``: tokenizer (its path and ``tokenizer_sha256``, the fingerprint training and evaluation check),
+  vocabulary size, model type, length limits, template and counts.
 
 Everything is written to a temporary directory and moved into place at the end (replacing an earlier output),
 so a failed run leaves nothing behind. Input errors stop the run before any tokenization with one line
@@ -42,10 +43,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as `python tools/process_data_dolly.py`: make the repo's packages importable
     sys.path.insert(0, str(REPO_ROOT))
 
+from data_utils.atomic import jsonl_line  # noqa: E402
 from data_utils.indexed_dataset import IndexedDatasetBuilder  # noqa: E402
 from data_utils.processing import (DataError, add_common_args, bad_line_report, check_workers,  # noqa: E402
-                                   fill_output_default, open_tokenizer, require_model_path, run_cli, tokenizer_pool,
-                                   worker_tokenizer, write_output_dir)
+                                   fill_output_default, open_tokenizer, require_model_path, run_cli,
+                                   tokenizer_fingerprint, tokenizer_pool, worker_tokenizer, write_output_dir)
 from data_utils.prompts import build_prompt, normalize_record  # noqa: E402
 
 DATA_HINT = (
@@ -69,6 +71,24 @@ class ReadResult:
     errors: list[str] = field(default_factory=list)
 
 
+def _check_unicode(value: Any, where: str = "record") -> None:
+    """ValueError when a string anywhere in ``value`` (keys included) is not Unicode text: JSON's ``\\udXXX``
+    escapes can spell a lone surrogate, which neither the tokenizer nor a UTF-8 file can take (found by fuzzing)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"{where} holds a lone surrogate {value[e.start]!r} (not Unicode text; "
+                             f"an unpaired \\u{ord(value[e.start]):04x} escape)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_unicode(k, "a field name" if where == "record" else f"a key in {where}")
+            _check_unicode(v, f"field {k!r}" if where == "record" else where)
+    elif isinstance(value, list):
+        for v in value:
+            _check_unicode(v, where)
+
+
 def read_records(path: Path, skip_bad_lines: bool) -> ReadResult:
     """Parse and normalize every non-blank line of a JSONL file.
 
@@ -82,9 +102,13 @@ def read_records(path: Path, skip_bad_lines: bool) -> ReadResult:
                 line = raw.decode("utf-8")
                 if not line.strip():
                     continue
-                obj = json.loads(line)
+                try:
+                    obj = json.loads(line)
+                except RecursionError:
+                    raise ValueError("JSON nested too deeply") from None
                 if not isinstance(obj, dict):
                     raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+                _check_unicode(obj)
                 rec = normalize_record(obj)
                 # Extra fields (e.g. a difficulty label) ride along into the output jsonl for later analysis.
                 rec.update({k: v for k, v in obj.items() if k not in _KNOWN_FIELDS})
@@ -183,7 +207,7 @@ def write_split(
             else:
                 counts["truncated_response"] += keep < len(r_ids)
                 builder.add(p_ids, r_ids[:keep])
-            jf.write(json.dumps({**rec, "prompt": prompt}, ensure_ascii=False) + "\n")
+            jf.write(jsonl_line({**rec, "prompt": prompt}))  # one line for any reader, splitlines() included
             counts["kept"] += 1
         if counts["kept"] == 0:
             raise DataError(
@@ -214,10 +238,11 @@ def process(args: argparse.Namespace) -> dict[str, Any]:
     if args.chat_template and not getattr(tokenizer, "chat_template", None):
         raise DataError(f"{model_path}: tokenizer has no chat_template; drop --chat-template or use a chat model")
     vocab_size = len(tokenizer)
+    fingerprint = tokenizer_fingerprint(tokenizer)
 
     def fill(tmp: Path) -> dict[str, Any]:
         split_counts = {}
-        with tokenizer_pool(tokenizer, str(model_path), args.data_process_workers) as imap:
+        with tokenizer_pool(tokenizer, str(model_path), args.data_process_workers, args.trust_remote_code) as imap:
             for split, records in splits.items():
                 encoded = imap(encode_example, [(rec, args.chat_template) for rec in records])
                 split_counts[split] = write_split(records, encoded, tmp, split, vocab_size, args)
@@ -225,6 +250,7 @@ def process(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "output_dir": str(final_dir),
             "tokenizer": str(model_path.resolve()),
+            "tokenizer_sha256": fingerprint,  # what training and evaluation check (data_utils.processing)
             "vocab_size": vocab_size,
             "model_type": model_type,
             "max_prompt_length": args.max_prompt_length,

@@ -10,7 +10,8 @@ are concatenated in file order and cut into chunks of exactly ``--max-length`` t
 dropped. The first ``--dev-num`` chunks form ``valid``, the rest ``train``.
 
 Output in ``<processed-data-dir>/<model-type>/`` (default ``processed_data/<data-name>/full/<model-type>/``):
-``{train,valid}_0.{bin,idx}`` (prompt length 0: every chunk is all "response") and ``meta.json``. As in
+``{train,valid}_0.{bin,idx}`` (prompt length 0: every chunk is all "response") and ``meta.json`` (with the
+tokenizer's fingerprint ``tokenizer_sha256``, which training checks for ``--lm-data-dir``). As in
 ``tools/process_data_dolly.py``: input errors stop the run before tokenization with ``<file>:<line>: <reason>``
 (exit code 2) unless ``--skip-bad-lines``; the output is built in a temporary directory and moved into place.
 """
@@ -30,8 +31,8 @@ if str(REPO_ROOT) not in sys.path:  # run as `python tools/process_data_pretrain
 
 from data_utils.indexed_dataset import IndexedDatasetBuilder  # noqa: E402
 from data_utils.processing import (DataError, add_common_args, bad_line_report, check_workers,  # noqa: E402
-                                   fill_output_default, open_tokenizer, require_model_path, run_cli, tokenizer_pool,
-                                   worker_tokenizer, write_output_dir)
+                                   fill_output_default, open_tokenizer, require_model_path, run_cli,
+                                   tokenizer_fingerprint, tokenizer_pool, worker_tokenizer, write_output_dir)
 from data_utils.prompts import clean_text  # noqa: E402
 
 DOC_NEWLINE = "<@x(x!>"
@@ -113,6 +114,7 @@ def process(args: argparse.Namespace) -> dict[str, Any]:
     if eos is None:
         raise DataError(f"{model_path}: tokenizer has no eos_token; documents must be separated by one")
     vocab_size = len(tokenizer)
+    fingerprint = tokenizer_fingerprint(tokenizer)
 
     def fill(tmp: Path) -> dict[str, Any]:
         packer = ChunkPacker(args.max_length)
@@ -120,7 +122,7 @@ def process(args: argparse.Namespace) -> dict[str, Any]:
         chunks = {"valid": 0, "train": 0}
         with IndexedDatasetBuilder(tmp / "valid_0", vocab_size) as valid, \
                 IndexedDatasetBuilder(tmp / "train_0", vocab_size) as train, \
-                tokenizer_pool(tokenizer, str(model_path), args.data_process_workers) as imap:
+                tokenizer_pool(tokenizer, str(model_path), args.data_process_workers, args.trust_remote_code) as imap:
             for ids in imap(encode_document, docs):
                 n_tokens += len(ids) + 1
                 for chunk in packer.feed([*ids, eos]):
@@ -136,6 +138,7 @@ def process(args: argparse.Namespace) -> dict[str, Any]:
             "output_dir": str(final_dir),
             "source": str(data_path),
             "tokenizer": str(model_path.resolve()),
+            "tokenizer_sha256": fingerprint,  # what training and evaluation check (data_utils.processing)
             "vocab_size": vocab_size,
             "model_type": model_type,
             "max_length": args.max_length,

@@ -12,6 +12,11 @@ DATA_ROOT=${DATA_ROOT:-${BASE_PATH}/processed_data}
 EVAL_SETS=${EVAL_SETS:-"dolly self_inst vicuna sinst uinst"}
 SEEDS=${SEEDS:-"10 20 30 40 50"}
 require_path "$CKPT" "train one first (bash scripts/${FAMILY}/sft/${SFT_SCRIPT}) or set CKPT=<model dir>"
+# An incomplete checkpoint (weights, tokenizer, an interrupted save) is refused in one line, exit code 2, before any
+# process starts (distill/inputs.py; evaluate.py checks again, but under torchrun every rank would say it).
+trust_flag=()
+if has_flag trust-remote-code; then trust_flag=(--trust-remote-code); fi
+"$PYTHON" -m distill.inputs "$CKPT" --flag CKPT "${trust_flag[@]+"${trust_flag[@]}"}" || exit 2
 
 # shellcheck disable=SC2086  # EVAL_SETS and SEEDS are word lists
 launch evaluate.py \
