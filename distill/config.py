@@ -76,9 +76,6 @@ class ModelConfig:
     peft_lora_alpha: int = _opt(32, "LoRA alpha (scaling = alpha / r).")
     peft_lora_dropout: float = _opt(0.1, "LoRA dropout.")
     peft_path: Optional[str] = _opt(None, "Existing LoRA adapter to start from (with --peft lora).")
-    trust_remote_code: bool = _opt(False, "Allow a checkpoint whose config or tokenizer needs custom code shipped "
-                                          "with it (auto_map): that code runs in this process. Off: such a "
-                                          "checkpoint is refused in one line.")
 
     def __post_init__(self) -> None:
         _check(self.peft_lora_r > 0, "peft_lora_r", f"must be positive, got {self.peft_lora_r}")
@@ -164,7 +161,11 @@ class TrainConfig:
     eval_gen: bool = _opt(False, "At each evaluation also generate on the validation set and score Rouge-L.")
     keep_optimizer_states: int = _opt(1, "Keep optimizer/scheduler/RNG state for this many latest checkpoints "
                                          "(weights are always kept).")
-    resume: bool = _opt(False, "Continue from the latest complete checkpoint in --save.")
+    resume: bool = _opt(False, "Continue the run in --save from its latest complete checkpoint; its stored settings "
+                               "(args.json) must match, except how long it trains and how often it logs, evaluates "
+                               "and saves (distill/rundir.py).")
+    overwrite: bool = _opt(False, "Start over in a --save that holds a run: its checkpoints, logs and metrics are "
+                                  "deleted first (nothing else: a directory holding other files is refused).")
     report_to: Literal["tensorboard", "wandb", "none"] = _opt("tensorboard", "Where metrics go besides the log file.")
     wandb_project: str = _opt("distill", "Weights & Biases project (with --report-to wandb).")
     run_name: Optional[str] = _opt(None, "Name of this run in logs (default: the --save directory's name).")
@@ -180,6 +181,8 @@ class TrainConfig:
         _check(self.total_iters is None or self.total_iters > 0, "total_iters", "must be positive")
         _check(self.warmup_iters >= 0, "warmup_iters", "must be >= 0")
         _check(self.keep_optimizer_states >= 1, "keep_optimizer_states", "must be >= 1")
+        _check(not (self.resume and self.overwrite), "overwrite",
+               "choose one: --resume continues the run in --save, --overwrite starts it over")
         _check(self.max_bad_steps >= 1, "max_bad_steps", "must be >= 1")
         if self.deepspeed_config is not None:
             _check(os.path.isfile(self.deepspeed_config), "deepspeed_config",

@@ -56,7 +56,27 @@ def run_training(description: str, make_objective: ObjectiveFactory, extra_class
         preflight.check_writable_dir(train_cfg.save, "--save", keep=False)
         for line in notes:
             print(line, file=sys.stderr, flush=True)
+    # One run per directory (distill/rundir.py): rank 0 checks --save against --resume / --overwrite and the stored
+    # settings and locks it for the run's lifetime, before anything slow happens.
+    from distill import rundir
+    from distill.config import to_dict
 
+    run_dir = rundir.claim(train_cfg, {**to_dict(model_cfg, data_cfg, train_cfg, gen_cfg), **to_dict(*extra)},
+                           rundir.field_defaults([ModelConfig, DataConfig, TrainConfig, GenerationConfig,
+                                                  *extra_classes]))
+    failed = True
+    try:
+        summary = _train(make_objective, model_cfg, data_cfg, train_cfg, gen_cfg, extra, notes)
+        failed = False
+        return summary
+    finally:
+        run_dir.release(failed=failed)
+
+
+def _train(make_objective: ObjectiveFactory, model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig,
+           gen_cfg: GenerationConfig, extra: list[Any], notes: Sequence[str] = ()) -> dict[str, Any]:
+    """What follows the checks: the process group, the models, the objective, the loop. ``notes``: the warnings of
+    the checks, already on stderr, for the run's log."""
     from distill import dist
     from distill.config import to_dict
     from distill.models import apply_lora, load_model, load_tokenizer
