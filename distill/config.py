@@ -76,6 +76,9 @@ class ModelConfig:
     peft_lora_alpha: int = _opt(32, "LoRA alpha (scaling = alpha / r).")
     peft_lora_dropout: float = _opt(0.1, "LoRA dropout.")
     peft_path: Optional[str] = _opt(None, "Existing LoRA adapter to start from (with --peft lora).")
+    trust_remote_code: bool = _opt(False, "Allow a checkpoint whose config or tokenizer needs custom code shipped "
+                                          "with it (auto_map): that code runs in this process. Off: such a "
+                                          "checkpoint is refused in one line.")
 
     def __post_init__(self) -> None:
         _check(self.peft_lora_r > 0, "peft_lora_r", f"must be positive, got {self.peft_lora_r}")

@@ -31,7 +31,7 @@ def run_training(description: str, make_objective: ObjectiveFactory, extra_class
     model_cfg, data_cfg, train_cfg, gen_cfg, *extra = parse_configs(
         [ModelConfig, DataConfig, TrainConfig, GenerationConfig, *extra_classes], argv, description)
     # Inputs are checked before anything slow happens.
-    check_model_dir(model_cfg.model_path)
+    check_model_dir(model_cfg.model_path, trust_remote_code=model_cfg.trust_remote_code)
     from data_utils.splits import require_split
 
     if data_cfg.data_dir is None:
@@ -95,8 +95,14 @@ def _train(make_objective: ObjectiveFactory, model_cfg: ModelConfig, data_cfg: D
             print(warning, file=sys.stderr, flush=True)
     notes = [*notes, *hw_warnings]
     dist.seed_everything(train_cfg.seed)
-    tokenizer = load_tokenizer(model_cfg.model_path)  # type: ignore[arg-type]
-    model = load_model(model_cfg.model_path)  # type: ignore[arg-type]
+    tokenizer = load_tokenizer(model_cfg.model_path, model_cfg.trust_remote_code)  # type: ignore[arg-type]
+    # Data of another tokenizer is refused before the model loads (data_utils/processing.py, meta.json's fingerprint).
+    from data_utils.processing import check_training_data
+
+    notes = [*notes, *check_training_data(data_cfg, tokenizer, model_cfg.model_path,  # type: ignore[arg-type]
+                                          warn=env.is_main)]
+    model = load_model(model_cfg.model_path,  # type: ignore[arg-type]
+                       trust_remote_code=model_cfg.trust_remote_code)
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if model_cfg.peft == "lora":
