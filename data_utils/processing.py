@@ -216,8 +216,8 @@ def check_data_tokenizer(data_dir: str | Path, tokenizer: Any, model_path: str |
     made_with = meta.get("tokenizer", "an unrecorded tokenizer")
     recorded, vocab = meta.get("tokenizer_sha256"), meta.get("vocab_size")
     if isinstance(vocab, int) and vocab != len(tokenizer):
-        raise DataError(f"{flag} {data_dir} was processed with the tokenizer of {made_with} ({vocab} tokens) but "
-                        f"{model_path}'s tokenizer has {len(tokenizer)}; {fix}")
+        raise DataError(f"{flag} {data_dir} was processed with the tokenizer of {made_with} (a vocabulary of {vocab} "
+                        f"tokens) but {model_path}'s tokenizer has {len(tokenizer)}; {fix}")
     if recorded is None:
         line = (f"warning: {flag} {data_dir}: meta.json records no tokenizer fingerprint (processed before they "
                 f"were recorded), so it cannot be checked against {model_path}'s tokenizer; {fix}")

@@ -145,7 +145,7 @@ def test_data_without_fingerprint_is_warned_not_refused(prov: dict, tmp_path: Pa
     # Another vocabulary size is refused even without a fingerprint.
     meta["vocab_size"] = len(tok) + 1
     (old / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-    with pytest.raises(DataError, match=rf"\({len(tok) + 1} tokens\) but .*has {len(tok)}; re-process"):
+    with pytest.raises(DataError, match=rf"\(a vocabulary of {len(tok) + 1} tokens\) but .*has {len(tok)}; re-process"):
         check_data_tokenizer(old, tok, str(prov["student"]))
 
 
