@@ -1,6 +1,11 @@
 """Knowledge distillation of large language models: the library behind train_sft.py, train_distill.py and evaluate.py."""
 import os as _os
 
+#: This process's parent when it started (as good as: this package is imported first): distill/dist.py compares it
+#: with the parent it has when it asks the kernel to signal it on the parent's death, to notice a launcher that
+#: died in between.
+PARENT_AT_START = _os.getppid()
+
 
 def _cpu_only() -> bool:
     """No GPU on this machine, judged without importing torch (by the devices its drivers create)."""

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
+import sys
 from dataclasses import dataclass
-from typing import Any, Sequence, TypeVar
+from typing import Any, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -32,9 +34,107 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# A process started by a launcher ends with it (no orphan keeps training and writing checkpoints).
+# ----------------------------------------------------------------------------------------------------------------
+#: Set by scripts/lib.sh (launch, run_python) and tools/srd_run.py to the launcher's PID, for what they start.
+LAUNCHER_ENV = "DISTILL_LAUNCHER_PID"
+_PR_SET_PDEATHSIG = 1
+
+
+def _parent_of(pid: int) -> Optional[int]:
+    """The parent PID of a running process ``pid``; None when it is gone (a zombie, not yet reaped, is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            state, ppid = f.read().rsplit(")", 1)[1].split()[:2]  # the command name may hold spaces and parentheses
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if state in ("Z", "X") else int(ppid)
+
+
+def _launcher_gone(what: str) -> None:
+    print(f"error: {what} has ended, so this run stops (its newest complete checkpoint resumes with --resume)",
+          file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def die_with_parent(expected_parent: int) -> bool:
+    """SIGTERM to this process when its parent dies (Linux ``prctl(PR_SET_PDEATHSIG)``; False elsewhere). SIGTERM
+    keeps its default action, which ends the process even inside a long C call; a checkpoint being written is then
+    simply incomplete (no trainer_state.json) and --resume takes the one before it. If the parent is already gone
+    (it died before the call: the process now has another parent), the signal is sent at once."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != expected_parent:  # it died between this process's start and the prctl
+        _launcher_gone(f"the launcher (PID {expected_parent})")
+    return True
+
+
+def _watch(pid: int) -> None:
+    """A daemon thread that SIGTERMs this process when ``pid`` (not its parent) ends: a pidfd where the kernel has
+    them (no polling, no PID reuse), else a look every second."""
+    import select
+    import threading
+    import time
+
+    try:
+        fd: Optional[int] = os.pidfd_open(pid)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        fd = None
+
+    def wait() -> None:
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while _parent_of(pid) is not None:
+                time.sleep(1.0)
+        _launcher_gone(f"the launcher (PID {pid})")
+
+    threading.Thread(target=wait, name="launcher-watch", daemon=True).start()
+
+
+def die_with_launcher() -> None:
+    """Ends this process when its launcher dies, if a launcher started it: torchrun (its workers carry
+    TORCHELASTIC_RUN_ID; the parent is torchrun's agent) or scripts/lib.sh (``DISTILL_LAUNCHER_PID``, the launching
+    shell; under torchrun that shell is torchrun's parent, and it is watched too, so killing the shell ends the
+    workers although torchrun itself outlives it). A plain ``nohup python train_sft.py &`` names no launcher and
+    survives its shell, as it should. Called first thing by :func:`init_distributed`; the parent it compares with is
+    the one this process had when ``distill`` was imported, so a launcher that died during the imports is noticed."""
+    if not sys.platform.startswith("linux"):
+        return
+    import distill
+
+    parent = distill.PARENT_AT_START
+    marker = os.environ.get(LAUNCHER_ENV, "")
+    launcher = int(marker) if marker.isdigit() else None
+    if launcher == os.getpid():  # the launcher exec'd this process: killing it kills the run
+        return
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        die_with_parent(parent)
+        if launcher is not None and _parent_of(parent) == launcher:
+            _watch(launcher)
+        elif launcher is not None and _parent_of(launcher) is None:
+            _launcher_gone(f"the launcher (PID {launcher})")
+    elif launcher is not None:
+        if launcher == parent:
+            die_with_parent(parent)
+        elif _parent_of(launcher) is None:  # gone already; a live one that is not the parent started an ancestor
+            _launcher_gone(f"the launcher (PID {launcher})")
+
+
 def init_distributed(use_deepspeed: bool = True) -> DistEnv:
     """Joins (or creates) the process group. A plain ``python script.py`` becomes a world of one, so the same
-    collective calls run everywhere; torchrun/deepspeed launchers provide RANK/WORLD_SIZE/LOCAL_RANK."""
+    collective calls run everywhere; torchrun/deepspeed launchers provide RANK/WORLD_SIZE/LOCAL_RANK. A process a
+    launcher started ends with it (:func:`die_with_launcher`)."""
+    die_with_launcher()
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
     os.environ.setdefault("LOCAL_RANK", "0")

@@ -1,9 +1,11 @@
 """Run logging on the main rank: a rich progress bar on a terminal, time-based progress lines (step/total, loss,
 lr, tokens/s, ETA, every ``--progress-interval`` seconds) in the plain log file ``<save>/log.txt`` and, when stdout is
-not a terminal, on stdout; metrics as JSON lines (``<save>/metrics.jsonl``), and TensorBoard or Weights & Biases."""
+not a terminal, on stdout; metrics as JSON lines (``<save>/metrics.jsonl``, one row per step and kind — a resumed run
+first drops the rows of the steps it redoes), and TensorBoard or Weights & Biases."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -31,12 +33,14 @@ class RunLogger:
         self.log_file = open(save_dir / "log.txt", "a", encoding="utf-8")
         self.metrics_file = open(save_dir / "metrics.jsonl", "a", encoding="utf-8")
         if config is not None:
-            (save_dir / "args.json").write_text(json.dumps(dict(config), indent=2, default=str))
+            # Atomically: a resumed run compares its settings with these (distill/rundir.py), so a kill mid-write
+            # must not leave half a file.
+            tmp = save_dir / "args.json.tmp"
+            tmp.write_text(json.dumps(dict(config), indent=2, default=str))
+            os.replace(tmp, save_dir / "args.json")
         name = cfg.run_name or save_dir.name
         if cfg.report_to == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(log_dir=str(save_dir / "runs"))
+            self.tb = self._tensorboard()
         elif cfg.report_to == "wandb":
             try:
                 import wandb
@@ -44,6 +48,37 @@ class RunLogger:
                 raise ImportError("--report-to wandb: the wandb package is not installed (pip install wandb)") from e
             self.wandb = wandb.init(project=cfg.wandb_project, name=name, config=dict(config or {}),
                                     dir=str(save_dir))
+
+    def _tensorboard(self, purge_step: Optional[int] = None) -> Any:
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.save_dir / "runs"), purge_step=purge_step)
+
+    def rewind(self, step: int) -> None:
+        """The run continues from its checkpoint at ``step`` (0: from scratch): what the steps after it logged is
+        lost work that is about to be redone, so its rows leave metrics.jsonl (rewritten atomically; a row a kill
+        cut short goes too) and TensorBoard purges its events — each step is logged once, as in an uninterrupted
+        run."""
+        if not self.enabled:
+            return
+        path = self.save_dir / "metrics.jsonl"
+        with self._lock:
+            self.metrics_file.close()
+            kept = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+                    kept.append(line + "\n")
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, path)
+            self.metrics_file = open(path, "a", encoding="utf-8")
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = self._tensorboard(purge_step=step + 1)
 
     def info(self, msg: str) -> None:
         if not self.enabled:

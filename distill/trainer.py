@@ -450,10 +450,19 @@ class Trainer:
     def resume(self) -> int:
         """Loads the newest complete checkpoint that still has optimizer state; returns its step (0: none)."""
         candidates = [s for s in complete_checkpoints(self.save_dir) if (self.save_dir / str(s) / DS_TAG).is_dir()]
+        step = candidates[-1] if candidates else 0
+        # The steps after it are lost work, redone now: their rows leave the metrics log, and saves a kill cut short
+        # go, so the directory holds each step once.
+        self.logger.rewind(step)
+        if self.env.is_main:
+            for p in self.save_dir.iterdir():
+                if (p.name.isdigit() and int(p.name) > step and p.is_dir() and not p.is_symlink()
+                        and not (p / STATE_FILE).is_file()):
+                    shutil.rmtree(p)
+                    self.logger.info(f"--resume: removed {p}, an incomplete checkpoint")
         if not candidates:
             self.logger.info(f"--resume: no complete checkpoint in {self.save_dir}; starting from scratch")
             return 0
-        step = candidates[-1]
         ckpt = self.save_dir / str(step)
         try:
             with weights_only_loads():

@@ -83,10 +83,11 @@ teacher_dtype_flags() {
     esac
 }
 
-# run_python FILE ARGS...: a single-process tool.
+# run_python FILE ARGS...: a single-process tool. Like launch, it names itself as the launcher
+# (DISTILL_LAUNCHER_PID, this shell), so the SRD runner ends when this shell is killed.
 run_python() {
     echo "+ $PYTHON $*" >&2
-    "$PYTHON" "$@"
+    DISTILL_LAUNCHER_PID=$BASHPID "$PYTHON" "$@"
 }
 
 # check_nodes: stops with one line when NNODES / NODE_RANK / MASTER_ADDR cannot describe a run (launch and srd.sh).
@@ -145,7 +146,14 @@ launch() {
              "$@")
     fi
     echo "+ ${cmd[*]}" >&2
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / GPUS_PER_NODE > 0 ? $(nproc) / GPUS_PER_NODE : 1 ))} "${cmd[@]}"
+    # DISTILL_LAUNCHER_PID: this shell, for the training process (distill/dist.py die_with_launcher) to end when it
+    # is killed — not left orphaned, training and writing checkpoints. Not for HOSTFILE: a PID of this host means
+    # nothing on the others.
+    local marker=()
+    [[ -z "${HOSTFILE:-}" ]] && marker=(DISTILL_LAUNCHER_PID="$BASHPID")
+    env "${marker[@]+"${marker[@]}"}" \
+        OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( $(nproc) / GPUS_PER_NODE > 0 ? $(nproc) / GPUS_PER_NODE : 1 ))}" \
+        "${cmd[@]}"
 }
 
 # flag_value NAME DEFAULT: the value of the last --NAME passed through (or DEFAULT), e.g. to name an output directory.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The offline quick start, on CPU: built-in synthetic data and tiny GPT-2 teacher/student, run through the same
 # launchers a GPU user runs (process_data_dolly.sh, sft_*.sh, run_eval.sh), then one table of results.
-# Steps whose outputs exist are skipped; FRESH=1 starts over. Output: results/quickstart/ (QS_DIR overrides).
+# Steps whose outputs exist are skipped, an interrupted training stage resumes; FRESH=1 starts over. Output:
+# results/quickstart/ (QS_DIR overrides).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" "$@"
 
 QS_DIR=${QS_DIR:-results/quickstart}
@@ -19,8 +20,10 @@ STUDENT_EPOCHS=${STUDENT_EPOCHS:-2}
 BATCH=32
 # --length-pieces 4: each batch of 32 runs as 4 pieces of similar length, each padded to its own longest row — the
 # same examples and loss per step with 14% padding instead of 45%.
+# --resume: a stage interrupted before its best checkpoint continues where it stopped when the quick start is re-run
+# (a fresh directory just starts; the SRD runner resumes by itself and drops the flag).
 COMMON=(--batch-size "$BATCH" --gradient-accumulation-steps 1 --length-pieces 4 --lr 1e-3 --warmup-iters 20 --max-length 256
-        --max-new-tokens 64 --no-eval-gen --log-interval 50 --eval-batch-size 100)
+        --max-new-tokens 64 --no-eval-gen --log-interval 50 --eval-batch-size 100 --resume)
 EVAL=(--no-do-sample --max-new-tokens 64 --eval-batch-size 100)
 
 if [[ "${FRESH:-0}" == "1" ]]; then rm -rf "$QS_DIR" data/synth processed_data/synth checkpoints/tiny-${FAMILY}-*; fi

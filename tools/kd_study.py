@@ -5,7 +5,8 @@ hyper-parameters) and, for each ``--pure-kinds`` entry, a student with ``--kd-ra
 minimises that divergence alone, whatever its scale next to the cross-entropy); then scores
 each by greedy Rouge-L on the validation split, by its divergence to the teacher in every direction and by
 Rouge-L per task category; the teacher's token calibration and the initial student's score go beside them. Runs
-whose outputs exist are skipped, so an interrupted study resumes. Writes ``<out>/report.md`` and
+whose outputs exist are skipped and an interrupted training run continues (``--resume``), so an interrupted study
+resumes. Writes ``<out>/report.md`` and
 ``<out>/report.json``. The study of docs/kd_results.md:
 
     python tools/kd_study.py --teacher results/quickstart/sft-teacher/best \
@@ -92,7 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
         """Train, evaluate and measure the divergence of one student; each step is skipped if its output exists."""
         d = out / name / str(seed)
         if not (d / "train" / "best").exists():
-            run([*runs[name], *common, "--seed", str(seed), "--save", str(d / "train")], d / "train.log", threads)
+            # --resume: a run the study was interrupted in continues (a new directory just starts).
+            run([*runs[name], *common, "--seed", str(seed), "--save", str(d / "train"), "--resume"], d / "train.log",
+                threads)
         if not (d / "eval" / "summary.json").exists():
             run([py, "evaluate.py", "--model-path", str(d / "train" / "best"), "--data-dir", args.data_dir,
                  "--save", str(d / "eval"), *gen], d / "eval.log", threads)

@@ -12,8 +12,8 @@ The runner's own flags are listed by ``--help``; every other flag goes through u
 The runner then appends, last (so they win), per stage: ``--model-path`` (stage 0: the given student; later: the
 previous stage's last or best checkpoint), ``--data-dir`` (the stage's data), ``--save <save>/stage_<i>``,
 ``--temperature-kld`` (the schedule), ``--eval-gen`` (stages are compared by validation Rouge-L), ``--run-name``,
-``--epochs``/``--total-iters`` from ``--stage-epochs``/``--stage-iters``, and ``--resume`` when the stage has
-checkpoints. Reflection and stages run as ``python -m distill.launch --nproc_per_node N`` (torchrun) subprocesses
+``--epochs``/``--total-iters`` from ``--stage-epochs``/``--stage-iters``, and ``--resume`` when the stage's
+directory holds an earlier attempt (its settings must match: distill/rundir.py). Reflection and stages run as ``python -m distill.launch --nproc_per_node N`` (torchrun) subprocesses
 (``--launcher torchrun``) or, for one process, in a child forked from a fork server that imported the training stack
 once (``--launcher fork``: no interpreter start-up per step; tests use it).
 
@@ -62,7 +62,9 @@ ENTRY_SCRIPTS = {"reflect": "tools/srd_reflect.py", "train": "train_distill.py"}
 #: Flags the runner sets per stage itself; given by the user they would be silently overridden, so they are refused.
 RUNNER_OWNED = ("--temperature-kld",)
 #: Resumption is automatic; these are dropped from the pass-through flags.
-RESUME_FLAGS = ("--resume", "--no-resume")
+RESUME_FLAGS = ("--resume", "--no-resume", "--no-overwrite")
+#: distill/dist.py's launcher variable (kept here so --help imports no torch).
+LAUNCHER_ENV = "DISTILL_LAUNCHER_PID"
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
              "ROLE_RANK", "TORCHELASTIC_RUN_ID")
 
@@ -283,6 +285,8 @@ class TorchrunLauncher:
         # A caller that itself ran as a rank (RANK, MASTER_PORT, ...) must not hand that to torchrun's workers.
         env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+        # Its workers end when this runner does (distill/dist.py die_with_launcher), not only when torchrun does.
+        env[LAUNCHER_ENV] = str(os.getpid())
         # As the shell launchers do: the node's cores shared out over the processes.
         env.setdefault("OMP_NUM_THREADS", str(max((os.cpu_count() or 1) // self.nproc, 1)))
         print("+ " + shlex.join(cmd), file=sys.stderr, flush=True)
@@ -293,6 +297,12 @@ def _run_entry(entry: str, argv: list[str]) -> None:
     """Child side of :class:`ForkLauncher`: a world of one on a fresh port, then the entry point's ``main``."""
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(free_port()))
+    # The fork server exits when the runner does; this child ends with it instead of training on as an orphan.
+    for var in (LAUNCHER_ENV, "TORCHELASTIC_RUN_ID"):
+        os.environ.pop(var, None)
+    from distill.dist import die_with_parent
+
+    die_with_parent(os.getppid())
     if entry == "train":
         import train_distill
 
@@ -622,6 +632,9 @@ def check_inputs(cfg: SRDConfig, args: TrainArgs, passthrough: Sequence[str]) ->
     from distill.losses import DIVERGENCES
     from distill.models import check_model_dir
 
+    if flag_given(passthrough, "--overwrite"):
+        raise InputError(f"--overwrite: the SRD runner continues a run in --save by re-running the same command; "
+                         f"to start over, delete {args.train.save} (and the reflection in --srd-dir, for a new one)")
     for flag in RUNNER_OWNED:
         if flag_given(passthrough, flag):
             raise InputError(f"{flag} is set per stage by the SRD temperature schedule; use --temperatures or "
@@ -666,7 +679,17 @@ def read_groups(data_dir: Path, field: Optional[str], num_examples: int) -> Opti
 
 def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] = None) -> dict[str, Any]:
     """The whole pipeline; returns the report (also in ``<save>/srd_report.json``) — on a node other than 0, which
-    writes nothing, its node rank and the stages."""
+    writes nothing, its node rank and the stages. Node 0 holds ``<save>/run.lock`` meanwhile (distill/rundir.py):
+    a second runner on the same --save is refused."""
+    locks: list[Any] = []
+    try:
+        return _run_srd(argv, launcher, locks)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _run_srd(argv: Optional[Sequence[str]], launcher: Optional[Launcher], locks: list[Any]) -> dict[str, Any]:
     cfg, rest = split_argv(sys.argv[1:] if argv is None else argv)
     passthrough = drop_flags(rest, RESUME_FLAGS)
     args = parse_train_argv(passthrough)
@@ -715,9 +738,16 @@ def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] =
             srd.write_json_atomic(save / PLAN_FILE, plan)
 
     if leader:
+        from distill.rundir import RunLock
+
         from distill.preflight import check_writable_dir
 
         check_writable_dir(str(save), "--save")  # made, with a probe file: one line if it cannot be written
+        locks.append(RunLock(save).acquire())
+    # Started by scripts/lib.sh: this runner, and with it every step it starts, ends when that shell is killed.
+    from distill.dist import die_with_launcher
+
+    die_with_launcher()
     write_plan()
     launch = launcher or make_launcher(cfg)
     timeout = cfg.node_wait_timeout
@@ -778,7 +808,8 @@ def run_srd(argv: Optional[Sequence[str]] = None, launcher: Optional[Launcher] =
             continue
         init = str(args.model.model_path) if i == 0 else stage_init_path(stage_saves[i - 1], cfg.stage_init)
         st.update(init=init, status="running")
-        resume = bool(complete_checkpoints(stage_saves[i]))
+        # An interrupted stage continues, from its newest checkpoint or (killed before its first) from scratch.
+        resume = stage_saves[i].is_dir() and any(stage_saves[i].iterdir())
         s_argv = stage_argv(passthrough, stage=i, init=init, data_dir=st["data_dir"], save=st["save"],
                             temperature=st["temperature"], epochs=epochs[i], total_iters=iters[i], resume=resume,
                             peft_base=peft_base, run_name=f"{run_name}-stage{i}")

@@ -45,8 +45,11 @@ from study_common import add_shared_args, category_rouge, check_paths, mean_std,
 
 
 def timed(cmd: list[str], log: Path, done: Path, stamp: Path) -> float:
-    """Run ``cmd`` unless ``done`` exists; its wall seconds are kept in ``stamp`` (a resumed study reuses them)."""
+    """Run ``cmd`` unless ``done`` exists; its wall seconds are kept in ``stamp`` (a resumed study reuses them). A
+    training run the study was interrupted in continues: ``--resume`` (a new directory just starts; the SRD runner
+    resumes by itself and drops the flag)."""
     if not done.exists():
+        cmd = [*cmd, "--resume"]
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps({"wall_seconds": run(cmd, log)}))
     return json.loads(stamp.read_text())["wall_seconds"] if stamp.exists() else float("nan")
