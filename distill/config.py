@@ -96,11 +96,14 @@ class DataConfig:
     dev_num: int = _opt(-1, "Use at most this many validation examples in evaluation (-1: all).")
     lm_data_dir: Optional[str] = _opt(None, "Packed pretraining corpus (tools/process_data_pretrain.py) for an extra "
                                             "language-modelling loss.")
-    lm_coef: float = _opt(0.0, "Weight of the language-modelling loss on --lm-data-dir.")
+    lm_coef: Optional[float] = _opt(None, "Weight of the language-modelling loss on --lm-data-dir; default 1 with "
+                                          "--lm-data-dir (as in the MiniLLM and DistiLLM code), else 0.")
 
     def __post_init__(self) -> None:
         _check(self.max_length > 1, "max_length", f"must be > 1, got {self.max_length}")
         _check(self.max_prompt_length > 0, "max_prompt_length", "must be positive")
+        if self.lm_coef is None:  # given a corpus, train on it: --lm-data-dir alone used to do nothing
+            self.lm_coef = 1.0 if self.lm_data_dir is not None else 0.0
         _check(self.lm_coef >= 0, "lm_coef", "must be >= 0")
         _check(self.lm_coef == 0 or self.lm_data_dir is not None, "lm_coef", "needs --lm-data-dir")
 

@@ -205,8 +205,8 @@ TRAIN = dict(save="out", total_iters=3)
     ((ModelConfig(peft_lora_r=16),), "--peft-lora-r 16 has no effect: no LoRA adapter is trained without --peft lora"),
     ((ModelConfig(peft="lora", peft_path="adapter", peft_lora_dropout=0.0),),
      "--peft-lora-dropout 0 has no effect: --peft-path adapter continues an adapter, which keeps its own rank"),
-    ((DataConfig(lm_data_dir="corpus"),), "--lm-data-dir corpus has no effect: its language-modelling loss has weight "
-                                          "--lm-coef 0"),
+    ((DataConfig(lm_data_dir="corpus", lm_coef=0.0),),
+     "--lm-data-dir corpus has no effect: its language-modelling loss has weight --lm-coef 0"),
     ((DataConfig(num_workers=4),), "--num-workers 4 has no effect"),
     ((TrainConfig(**TRAIN, lr_schedule="constant", lr_min=1e-5),),
      "--lr-min 1e-05 has no effect: --lr-schedule constant keeps --lr"),
@@ -234,3 +234,11 @@ def test_flags_with_effect_or_at_their_defaults_are_silent() -> None:
 def test_kd_ratio_0_warns_once_for_all_kd_settings() -> None:
     warnings = _warned(_kd(kd_ratio=0.0, temperature_kld=3.0, jsd_beta=0.5, token_score="kl"))
     assert len(warnings) == 1 and "--kd-ratio 0" in warnings[0] and "train_sft.py" in warnings[0]
+
+
+def test_lm_coef_defaults_to_1_with_a_corpus() -> None:
+    """As in the MiniLLM and DistiLLM code: --lm-data-dir alone trains on it with weight 1 (it used to do nothing)."""
+    assert DataConfig(lm_data_dir="corpus").lm_coef == 1.0
+    assert DataConfig().lm_coef == 0.0
+    assert DataConfig(lm_data_dir="corpus", lm_coef=0.3).lm_coef == 0.3
+    assert _warned(DataConfig(lm_data_dir="corpus")) == []
