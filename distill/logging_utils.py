@@ -146,15 +146,20 @@ class RunLogger:
         if self.wandb is not None:
             self.wandb.log(dict(metrics), step=step)
 
-    def finish(self, summary: Mapping[str, Any]) -> None:
-        if not self.enabled:
-            return
+    def stop_progress(self) -> None:
+        """Ends the progress bar and the progress-line thread; also when a run stops with an error, so a run inside a
+        longer-lived process (a test, a notebook) leaves no thread printing after it."""
         if self.lines is not None:
             self.lines.stop()
             self.lines = None
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+    def finish(self, summary: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.stop_progress()
         self.info("done: " + json.dumps(summary, default=str))
         if self.tb is not None:
             self.tb.close()

@@ -485,6 +485,12 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ the loop ---
     def fit(self) -> dict[str, Any]:
+        try:
+            return self._fit()
+        finally:
+            self.logger.stop_progress()  # after an error too (e.g. TrainingDiverged): no heartbeat outlives the run
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.train_cfg
         self.step = self.resume() if cfg.resume else 0
         self.engine.train()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,8 @@ def test_diverged_run_stops_with_exit_3_and_keeps_the_last_good_checkpoint(
     a, b = weights(save / "2"), weights(save / "4")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "error: step 5" in (save / "log.txt").read_text()
+    # The progress-line thread ended with the run: none keeps printing into the rest of this process.
+    assert not [t for t in threading.enumerate() if t.name.startswith("progress-") and t.is_alive()]
 
 
 def test_non_finite_validation_loss_never_becomes_best(tiny_models: dict, processed_tiny: Path, tmp_path: Path,
