@@ -11,9 +11,9 @@ from typing import Any, Optional
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
-from data_utils.processing import check_tokenizer_usable
+from data_utils.processing import load_tokenizer as load_checked_tokenizer
 from distill.config import InputError
 from distill.inputs import (adapter_base, check_adapter_dir, check_model_dir, is_adapter_dir,  # noqa: F401
                             model_type, tokenizer_source)  # (re-exported)
@@ -31,14 +31,7 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
     """The model's tokenizer (a LoRA adapter's own, else its base's), with a pad token (EOS when the tokenizer has
     none, as GPT-2 style vocabularies do). InputError when it has no usable vocabulary (fewer than 2 tokens, or
     special ids outside it) — transformers builds a one-token tokenizer from a directory without vocabulary files."""
-    src = tokenizer_source(path)
-    try:
-        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
-    except ValueError as e:
-        if "trust_remote_code" in str(e):
-            raise _remote_code_refused(e, src) from None
-        raise
-    check_tokenizer_usable(tok, src)
+    tok = load_checked_tokenizer(tokenizer_source(path), trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
