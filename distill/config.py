@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Sequence, TypeVar
 
+from distill.guard import TrainingDiverged  # torch-free: the decorator below turns it into exit status 3
+
 
 class InputError(ValueError):
     """Bad user input (a flag, a path, a file's contents); the message names it and the fix."""
@@ -33,19 +35,12 @@ def exit_on_input_error(fn: typing.Callable[..., Any]) -> typing.Callable[..., A
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (InputError, FileNotFoundError) as e:
+        except (InputError, FileNotFoundError, TrainingDiverged) as e:
             # One write: the ranks of a launch share the terminal, and print()'s separate newline lets their lines
             # interleave.
             sys.stderr.write(f"error: {e}\n")
             sys.stderr.flush()
-            raise SystemExit(2) from None
-        except RuntimeError as e:
-            from distill.guard import TrainingDiverged  # torch-free
-
-            if not isinstance(e, TrainingDiverged):
-                raise
-            print(f"error: {e}", file=sys.stderr, flush=True)
-            raise SystemExit(3) from None
+            raise SystemExit(3 if isinstance(e, TrainingDiverged) else 2) from None
 
     return wrapper
 

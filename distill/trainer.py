@@ -301,14 +301,14 @@ class Trainer:
                 loss = loss + self.data_cfg.lm_coef * means["lm"]
                 tokens += int(lb["attention_mask"].sum())
             self.engine.backward(loss * scale)
-            for k, v in means.items():
-                logged[k] += float(v.detach())
-            logged["loss"] += float(loss.detach())
-            bad_losses += not all(math.isfinite(float(v.detach())) for v in [loss, *means.values()])
+            values = {**{k: float(v.detach()) for k, v in means.items()}, "loss": float(loss.detach())}
+            for k, v in values.items():
+                logged[k] += v
+            bad_losses += not all(math.isfinite(v) for v in values.values())
             if n == len(work) - 1:  # the accumulation boundary: decide before DeepSpeed updates
                 grad_norm, skip = self._check_update(bad_losses)
                 self.client_optimizer.skip_update = skip
-            skipped_before = self.engine.skipped_steps
+                skipped_before = self.engine.skipped_steps
             self.engine.step()
         self.client_optimizer.skip_update = False
         skipped_by_ds = self.engine.skipped_steps > skipped_before
