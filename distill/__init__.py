@@ -5,6 +5,9 @@ import os as _os
 #: with the parent it has when it asks the kernel to signal it on the parent's death, to notice a launcher that
 #: died in between.
 PARENT_AT_START = _os.getppid()
+#: The variable naming the launcher's PID for what it starts (scripts/lib.sh, tools/srd_run.py; read by
+#: distill/dist.py die_with_launcher). Here, not in distill/dist.py, so the SRD runner's --help imports no torch.
+LAUNCHER_ENV = "DISTILL_LAUNCHER_PID"
 
 
 def _cpu_only() -> bool:

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from distill import LAUNCHER_ENV  # the variable scripts/lib.sh and tools/srd_run.py set
+
 T = TypeVar("T")
 
 
@@ -37,8 +39,6 @@ def _free_port() -> int:
 # ----------------------------------------------------------------------------------------------------------------
 # A process started by a launcher ends with it (no orphan keeps training and writing checkpoints).
 # ----------------------------------------------------------------------------------------------------------------
-#: Set by scripts/lib.sh (launch, run_python) and tools/srd_run.py to the launcher's PID, for what they start.
-LAUNCHER_ENV = "DISTILL_LAUNCHER_PID"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -52,9 +52,9 @@ def _parent_of(pid: int) -> Optional[int]:
     return None if state in ("Z", "X") else int(ppid)
 
 
-def _launcher_gone(what: str) -> None:
-    print(f"error: {what} has ended, so this run stops (its newest complete checkpoint resumes with --resume)",
-          file=sys.stderr, flush=True)
+def _launcher_gone(pid: int) -> None:
+    print(f"error: the launcher (PID {pid}) has ended, so this run stops (its newest complete checkpoint resumes "
+          f"with --resume)", file=sys.stderr, flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -74,7 +74,7 @@ def die_with_parent(expected_parent: int) -> bool:
     except (OSError, AttributeError):
         return False
     if os.getppid() != expected_parent:  # it died between this process's start and the prctl
-        _launcher_gone(f"the launcher (PID {expected_parent})")
+        _launcher_gone(expected_parent)
     return True
 
 
@@ -96,7 +96,7 @@ def _watch(pid: int) -> None:
         else:
             while _parent_of(pid) is not None:
                 time.sleep(1.0)
-        _launcher_gone(f"the launcher (PID {pid})")
+        _launcher_gone(pid)
 
     threading.Thread(target=wait, name="launcher-watch", daemon=True).start()
 
@@ -122,12 +122,12 @@ def die_with_launcher() -> None:
         if launcher is not None and _parent_of(parent) == launcher:
             _watch(launcher)
         elif launcher is not None and _parent_of(launcher) is None:
-            _launcher_gone(f"the launcher (PID {launcher})")
+            _launcher_gone(launcher)
     elif launcher is not None:
         if launcher == parent:
             die_with_parent(parent)
         elif _parent_of(launcher) is None:  # gone already; a live one that is not the parent started an ancestor
-            _launcher_gone(f"the launcher (PID {launcher})")
+            _launcher_gone(launcher)
 
 
 def init_distributed(use_deepspeed: bool = True) -> DistEnv:

@@ -51,7 +51,7 @@ if str(REPO_ROOT) not in sys.path:  # run as `python tools/srd_run.py`: make the
 
 from data_utils.splits import require_split, split_prefix  # noqa: E402
 from data_utils.indexed_dataset import IndexedDataset  # noqa: E402
-from distill import srd  # noqa: E402
+from distill import LAUNCHER_ENV, srd  # noqa: E402
 from distill.config import (ConfigError, DataConfig, DistillConfig, GenerationConfig, InputError,  # noqa: E402
                             ModelConfig, TrainConfig, _check, _opt, add_dataclass_arguments, exit_on_input_error,
                             from_namespace, parse_configs)
@@ -63,8 +63,6 @@ ENTRY_SCRIPTS = {"reflect": "tools/srd_reflect.py", "train": "train_distill.py"}
 RUNNER_OWNED = ("--temperature-kld",)
 #: Resumption is automatic; these are dropped from the pass-through flags.
 RESUME_FLAGS = ("--resume", "--no-resume", "--no-overwrite")
-#: distill/dist.py's launcher variable (kept here so --help imports no torch).
-LAUNCHER_ENV = "DISTILL_LAUNCHER_PID"
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
              "ROLE_RANK", "TORCHELASTIC_RUN_ID")
 
