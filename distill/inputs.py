@@ -133,6 +133,14 @@ def weights_problem(path: str | Path) -> Optional[str]:
     return f"{p}: no weight files ({' / '.join(names)})"
 
 
+def complete_checkpoints(save: str | Path) -> list[int]:
+    """The steps of ``save`` whose checkpoint is complete (``trainer_state.json``, written last, exists), ascending."""
+    root = Path(save)
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / TRAINER_STATE).is_file())
+
+
 def incomplete_checkpoint_problem(path: str | Path) -> Optional[str]:
     """Why ``path`` is an interrupted trainer checkpoint, or None: a digit-named directory whose parent holds other
     files of a run (``args.json``, ``log.txt``, ... or complete sibling checkpoints) and that lacks
@@ -141,8 +149,7 @@ def incomplete_checkpoint_problem(path: str | Path) -> Optional[str]:
     if not p.name.isdigit() or (p / TRAINER_STATE).is_file():
         return None
     run = p.parent
-    complete = sorted((int(c.name) for c in run.iterdir()
-                       if c.name.isdigit() and c.is_dir() and (c / TRAINER_STATE).is_file()), reverse=True)
+    complete = complete_checkpoints(run)[::-1]
     if not complete and not any((run / f).exists() for f in RUN_FILES):
         return None  # a plain model directory that happens to have a number as its name
     if complete:

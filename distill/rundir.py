@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from distill.config import InputError, _flag
+from distill.inputs import TRAINER_STATE, complete_checkpoints
 
 LOCK_FILE = "run.lock"
 ARGS_FILE = "args.json"
@@ -42,7 +43,7 @@ RUN_DIRS = frozenset({"runs", "wandb"})
 #: What a step directory ``<save>/<step>/`` holds at least one of once its save has begun (distill/trainer.py:
 #: weights or an adapter, the DeepSpeed state, the RNG state, the completion marker); an empty one is a save killed
 #: at its start. A numbered directory holding none of these is not a checkpoint and is never deleted.
-CHECKPOINT_MARKERS = ("trainer_state.json", "config.json", "adapter_config.json", "model.safetensors",
+CHECKPOINT_MARKERS = (TRAINER_STATE, "config.json", "adapter_config.json", "model.safetensors",
                       "adapter_model.safetensors", "ds_state", "rng_state_0.pt")
 
 #: Settings that may differ between a run and its ``--resume``: how long it trains (extending a run), how often it
@@ -203,7 +204,8 @@ def _names(paths: Iterable[Path], limit: int = 6) -> str:
 
 def _describe(save: Path, entries: list[Path]) -> str:
     steps = sorted(int(p.name) for p in entries if is_step_dir(p))
-    complete = [s for s in steps if (save / str(s) / "trainer_state.json").is_file()]
+    done = set(complete_checkpoints(save))
+    complete = [s for s in steps if s in done]
     files = [p for p in entries if not is_step_dir(p)]
     if complete:
         head = f"checkpoints at step{'s' if len(complete) > 1 else ''} {_steps(complete)}"

@@ -32,11 +32,12 @@ from distill.config import (ConfigError, DataConfig, GenerationConfig, InputErro
                             to_dict)
 from distill.generation import generate_split
 from distill.guard import StepGuard, TrainingDiverged, finite, skippable
+from distill.inputs import TRAINER_STATE, complete_checkpoints  # noqa: F401  (re-exported)
 from distill.logging_utils import RunLogger
 from distill.models import count_parameters, precision_from_ds_config
 from distill.objectives import Objective, ce_sum, forward_logits
 
-STATE_FILE = "trainer_state.json"
+STATE_FILE = TRAINER_STATE
 DS_TAG = "ds_state"
 
 
@@ -151,14 +152,6 @@ def weights_only_loads() -> Iterator[None]:
 
 def zero_stage(ds_config: Mapping[str, Any]) -> int:
     return int(ds_config.get("zero_optimization", {}).get("stage", 0))
-
-
-def complete_checkpoints(save: str | Path) -> list[int]:
-    root = Path(save)
-    if not root.is_dir():
-        return []
-    steps = [int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / STATE_FILE).is_file()]
-    return sorted(steps)
 
 
 def peak_memory_mb(device: torch.device) -> float:
