@@ -110,6 +110,11 @@ class GenerationConfig:
     top_k: int = _opt(0, "Top-k sampling (0: off).")
     top_p: float = _opt(1.0, "Nucleus sampling threshold.")
     temperature: float = _opt(1.0, "Sampling temperature.")
+    no_repeat_ngram_size: int = _opt(0, "Never generate an n-gram of this size twice in one response (0: off; the "
+                                        "SRD release reflects with 6).")
+    repetition_penalty: float = _opt(1.0, "Divide the logits of tokens already in the sequence (prompt included) by "
+                                          "this when positive, multiply when negative (1: off; CTRL's penalty, as "
+                                          "transformers implements it).")
     eval_batch_size: int = _opt(32, "Prompts per generation batch (per rank).")
     progress_interval: float = _opt(30.0, "Seconds between progress lines of long work — training (step/total, loss, "
                                           "tokens/s, ETA; in log.txt, and on stdout when it is not a terminal), "
@@ -121,6 +126,8 @@ class GenerationConfig:
         _check(self.top_k >= 0, "top_k", "must be >= 0")
         _check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
         _check(self.temperature > 0, "temperature", "must be > 0")
+        _check(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "must be >= 0 (0: off)")
+        _check(self.repetition_penalty > 0, "repetition_penalty", "must be > 0 (1: off)")
         _check(self.eval_batch_size > 0, "eval_batch_size", "must be positive")
         _check(self.progress_interval > 0, "progress_interval", "must be > 0 seconds")
 
@@ -157,8 +164,9 @@ class TrainConfig:
     epochs: Optional[int] = _opt(None, "Training epochs (one of --epochs / --total-iters).")
     total_iters: Optional[int] = _opt(None, "Optimizer steps; overrides --epochs.")
     log_interval: int = _opt(10, "Steps between log lines of the mean train metrics.")
-    eval_interval: int = _opt(0, "Steps between evaluations (0: only at the end).")
-    save_interval: int = _opt(0, "Steps between checkpoints (0: only at the end).")
+    eval_interval: int = _opt(0, "Steps between evaluations (0: only at the end; -1: once per epoch, as the "
+                                 "published recipes do).")
+    save_interval: int = _opt(0, "Steps between checkpoints (0: only at the end; -1: once per epoch).")
     eval_gen: bool = _opt(False, "At each evaluation also generate on the validation set and score Rouge-L.")
     keep_optimizer_states: int = _opt(1, "Keep optimizer/scheduler/RNG state for this many latest checkpoints "
                                          "(weights are always kept).")
@@ -185,6 +193,8 @@ class TrainConfig:
         _check(not (self.resume and self.overwrite), "overwrite",
                "choose one: --resume continues the run in --save, --overwrite starts it over")
         _check(self.max_bad_steps >= 1, "max_bad_steps", "must be >= 1")
+        _check(self.eval_interval >= -1, "eval_interval", "must be >= 0 steps, or -1 (once per epoch)")
+        _check(self.save_interval >= -1, "save_interval", "must be >= 0 steps, or -1 (once per epoch)")
         if self.deepspeed_config is not None:
             _check(os.path.isfile(self.deepspeed_config), "deepspeed_config",
                    f"{self.deepspeed_config} does not exist (see configs/deepspeed/)")

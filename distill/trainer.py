@@ -36,6 +36,7 @@ from distill.inputs import TRAINER_STATE, complete_checkpoints  # noqa: F401  (r
 from distill.logging_utils import RunLogger
 from distill.models import count_parameters, precision_from_ds_config
 from distill.objectives import Objective, ce_sum, forward_logits
+from distill.summary import best_key, is_better, write_summary
 
 STATE_FILE = TRAINER_STATE
 DS_TAG = "ds_state"
@@ -89,6 +90,11 @@ class MicroBatchStream:
     @property
     def epoch(self) -> float:
         return self.position / self.batches_per_epoch
+
+    def examples_consumed(self) -> int:
+        """Examples this rank's stream has yielded (an epoch's last batch may be short)."""
+        epochs, b = divmod(self.position, self.batches_per_epoch)
+        return epochs * self.per_rank + min(b * self.batch_size, self.per_rank)
 
 
 def lr_lambda(step: int, cfg: TrainConfig, total_iters: int) -> float:
@@ -210,6 +216,9 @@ class Trainer:
         self.collate = collate
         steps_per_epoch = max(self.stream.batches_per_epoch // train.gradient_accumulation_steps, 1)
         self.total_iters = train.total_iters or steps_per_epoch * int(train.epochs)  # type: ignore[arg-type]
+        # -1: once per epoch (as the published recipes evaluate), 0: only at the end.
+        self.eval_every = steps_per_epoch if train.eval_interval == -1 else train.eval_interval
+        self.save_every = steps_per_epoch if train.save_interval == -1 else train.save_interval
 
         dtype = precision_from_ds_config(self.ds_config)
         model = model.to(device=env.device, dtype=dtype) if dtype != torch.float32 else model.to(env.device)
@@ -238,6 +247,9 @@ class Trainer:
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
         self.step = 0
         self.best: dict[str, Any] = {}
+        # What the run did, over all its launches (kept in the checkpoint): the run summary's counters.
+        self.totals: dict[str, float] = {"train_seconds": 0.0, "tokens": 0.0, "launches": 0.0}
+        self.steps_per_epoch = steps_per_epoch
         self.logger.info(f"parameters: {self.num_params:,} ({self.num_trainable:,} trainable); "
                          f"train examples: {len(self.train_set)}, valid: {len(self.valid_set)}; "
                          f"steps: {self.total_iters} ({steps_per_epoch} per epoch); world size {env.world_size}; "
@@ -398,14 +410,14 @@ class Trainer:
         return metrics
 
     def _update_best(self, step: int, metrics: Mapping[str, float]) -> None:
-        # Checkpoints are picked by Rouge-L when generation is scored, else by validation loss.
-        key, better = ("valid/rougeL", max) if "valid/rougeL" in metrics else ("valid/loss", min)
-        value = metrics[key]
-        if not math.isfinite(value):  # NaN compares false both ways: `min` would let it win
-            self.logger.info(f"step {step}: {key} is {value}; this checkpoint cannot become the best")
-            return
-        if not self.best or self.best.get("metric") != key or better(value, self.best["value"]) != self.best["value"]:
-            self.best = {"step": step, "metric": key, "value": value, "path": str(self.save_dir / str(step))}
+        # One rule for every run and the SRD plan over stages (distill/summary.py): Rouge-L when generation is
+        # scored, else validation loss; ties keep the earlier checkpoint; a non-finite value never wins.
+        key, _ = best_key(metrics)
+        candidate = {"step": step, "metric": key, "value": metrics[key], "path": str(self.save_dir / str(step))}
+        if not math.isfinite(metrics[key]):
+            self.logger.info(f"step {step}: {key} is {metrics[key]}; this checkpoint cannot become the best")
+        elif is_better(candidate, self.best):
+            self.best = candidate
 
     # ------------------------------------------------------------------------------------------------ save/load ---
     def save(self, step: int) -> None:
@@ -422,7 +434,7 @@ class Trainer:
         dist.barrier()
         client = {"step": step, "position": self.stream.position,
                   "lm_position": self.lm_stream.position if self.lm_stream else 0, "best": self.best,
-                  "bad_steps": self.guard.state()}
+                  "bad_steps": self.guard.state(), "totals": self._totals()}
         self.engine.save_checkpoint(str(ckpt), tag=DS_TAG, client_state=client, save_latest=False)
         torch.save(dist.rng_state(), ckpt / f"rng_state_{self.env.rank}.pt")
         dist.barrier()
@@ -472,6 +484,7 @@ class Trainer:
             self.lm_stream.position = int(client["lm_position"])
         self.best = client.get("best") or {}
         self.guard.load(client.get("bad_steps"))
+        self.totals.update(client.get("totals") or {})
         dist.set_rng_state(rng)
         self.logger.info(f"resumed from {ckpt} (step {step})")
         return step
@@ -488,7 +501,9 @@ class Trainer:
         self.step = self.resume() if cfg.resume else 0
         self.engine.train()
         self.logger.start(self.total_iters, self.step)
-        t_start = time.time()
+        t_start = self._t_start = time.time()
+        self._wall_base = self.totals.get("wall_seconds", 0.0)  # earlier launches of a resumed run
+        self.totals["launches"] = self.totals.get("launches", 0.0) + 1
         final_eval: dict[str, float] = {}
         # Logged train metrics are means over the steps since the last log line (one step's batch is noisy,
         # length-grouped batches especially); tokens/s covers training time only, not evaluation or saving.
@@ -512,6 +527,8 @@ class Trainer:
             if note is not None:
                 self.logger.info(note)
             tokens = out.pop("tokens")
+            self.totals["tokens"] += tokens
+            self.totals["train_seconds"] += dt
             window["tokens"] = window.get("tokens", 0.0) + tokens
             if not bad:
                 window_steps += 1
@@ -529,13 +546,33 @@ class Trainer:
                                 "train/peak_mem_mb": peak_memory_mb(self.env.device)})
                 self.logger.log_metrics(self.step, metrics)
                 window, window_steps, window_time = {}, 0, 0.0
-            if (cfg.eval_interval and self.step % cfg.eval_interval == 0) or last_step:
+            if (self.eval_every and self.step % self.eval_every == 0) or last_step:
                 last_eval = final_eval = self.evaluate(self.step)
             # A new best is always saved, so `best` points at weights that exist.
             new_best = bool(last_eval) and self.best.get("step") == self.step
-            if (cfg.save_interval and self.step % cfg.save_interval == 0) or last_step or new_best:
+            if (self.save_every and self.step % self.save_every == 0) or last_step or new_best:
                 self.save(self.step)
         self._write_best()
         summary = {"steps": self.step, "train_seconds": time.time() - t_start, "best": self.best, **final_eval}
         self.logger.finish(summary)
+        if self.env.is_main:
+            write_summary(self.save_dir, self.run_summary(final_eval))
         return summary
+
+    def _totals(self) -> dict[str, float]:
+        """The run's counters so far, over all launches (saved with each checkpoint)."""
+        wall = self._wall_base + time.time() - self._t_start if hasattr(self, "_t_start") else 0.0
+        return {**self.totals, "wall_seconds": wall}
+
+    def run_summary(self, final_eval: Mapping[str, float]) -> dict[str, Any]:
+        """``<save>/run_summary.json`` (distill/summary.py): what the run did, for whoever reads it next.
+        ``train_seconds``: time in optimizer steps; ``wall_seconds``: the whole loop with evaluation and saving;
+        ``tokens``: non-padding tokens through the student (instruction data and any LM corpus), all ranks."""
+        t = self._totals()
+        return {"steps": self.step, "total_iters": self.total_iters, "steps_per_epoch": self.steps_per_epoch,
+                "epochs": self.stream.epoch,
+                "world_size": self.env.world_size, "train_examples": len(self.train_set),
+                "examples_seen": self.stream.examples_consumed() * self.env.world_size,
+                "train_seconds": t["train_seconds"], "wall_seconds": t["wall_seconds"], "tokens": int(t["tokens"]),
+                "launches": int(t["launches"]), "skipped_steps": self.guard.total, "best": self.best,
+                "final": dict(final_eval)}
