@@ -8,7 +8,7 @@ Example: python train_distill.py --model-path checkpoints/tiny-gpt2-student \
              --type fkl --kd-ratio 0.5 --save results/kd --epochs 3 --eval-gen
 Launch scripts: scripts/<family>/kd/*.sh.
 """
-from distill.config import DistillConfig, InputError
+from distill.config import DistillConfig
 from distill.entry import run_training
 from distill.inputs import check_model_dir
 
@@ -18,29 +18,25 @@ def check_inputs(extra):
     check_model_dir(cfg.teacher_model_path, "--teacher-model-path")
 
 
-def make_objective(tokenizer, extra, env):
-    import torch
+def teacher_of(extra):
+    """The teacher the trainer loads and places (distill/models.py load_teacher)."""
+    from distill.models import TeacherSpec
 
-    from distill.models import check_tokenizers_agree, embedding_rows, load_model, load_tokenizer
+    (cfg,) = extra
+    dtype = "fp16" if cfg.teacher_model_fp16 else "bf16" if cfg.teacher_model_bf16 else "fp32"
+    return TeacherSpec(cfg.teacher_model_path, cfg.teacher_peft_path, dtype)
+
+
+def make_objective(tokenizer, extra, env):
     from distill.objectives import KDObjective
 
     (cfg,) = extra
-    teacher_tok = load_tokenizer(cfg.teacher_model_path)
-    check_tokenizers_agree(tokenizer, teacher_tok, "--model-path", cfg.teacher_model_path)
-    dtype = torch.float16 if cfg.teacher_model_fp16 else torch.bfloat16 if cfg.teacher_model_bf16 else torch.float32
-    if dtype == torch.float16 and env.device.type == "cpu":
-        raise InputError("--teacher-model-fp16 needs a GPU; use --teacher-model-bf16 or fp32 on CPU")
-    teacher = load_model(cfg.teacher_model_path, dtype, peft_path=cfg.teacher_peft_path, merge_adapter=True)
-    teacher.to(env.device).eval().requires_grad_(False)
-    vocab = len(tokenizer)
-    if embedding_rows(teacher) < vocab:
-        raise InputError(f"teacher {cfg.teacher_model_path} has {embedding_rows(teacher)} embedding rows, "
-                         f"fewer than the tokenizer's {vocab} tokens")
-    return KDObjective(teacher, cfg, vocab)
+    return KDObjective(cfg, len(tokenizer))
 
 
 def main(argv=None):
-    return run_training(__doc__, make_objective, extra_classes=[DistillConfig], argv=argv, check_inputs=check_inputs)
+    return run_training(__doc__, make_objective, extra_classes=[DistillConfig], argv=argv, check_inputs=check_inputs,
+                        teacher_of=teacher_of)
 
 
 if __name__ == "__main__":

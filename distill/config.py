@@ -178,6 +178,8 @@ class TrainConfig:
     report_to: Literal["tensorboard", "wandb", "none"] = _opt("tensorboard", "Where metrics go besides the log file.")
     wandb_project: str = _opt("distill", "Weights & Biases project (with --report-to wandb).")
     run_name: Optional[str] = _opt(None, "Name of this run in logs (default: the --save directory's name).")
+    stage: int = _opt(0, "Index of this run in a staged plan (the SRD runner sets it); an objective's schedules "
+                         "may read it.")
 
     def __post_init__(self) -> None:
         _check(self.save is not None, "save", "is required (the output directory)")
@@ -281,6 +283,9 @@ class DistillConfig:
     token_ratio: float = _opt(1.0, "Selective-token KD: fraction of response tokens per sequence that count (1: all).")
     token_score: str = _opt("student_entropy", "Token score for --token-ratio < 1: student_entropy, teacher_entropy, "
                                                "kl, ce_teacher.")
+    lm_kd_ratio: float = _opt(0.0, "The pretraining term on --lm-data-dir as (1 - r) * CE + r * the teacher's soft "
+                                   "cross-entropy (the KD variant; MiniLLM's pretraining term is r = 0.5); 0: "
+                                   "plain CE.")
 
     def __post_init__(self) -> None:
         from distill.kinds import KINDS, TOKEN_SCORES
@@ -294,6 +299,7 @@ class DistillConfig:
         _check(0.0 <= self.skew_alpha <= 1.0, "skew_alpha", "must be in [0, 1]")
         _check(0.0 < self.jsd_beta < 1.0, "jsd_beta", "must be in (0, 1)")
         _check(0.0 < self.token_ratio <= 1.0, "token_ratio", "must be in (0, 1]")
+        _check(0.0 <= self.lm_kd_ratio <= 1.0, "lm_kd_ratio", "must be in [0, 1]")
         _check(not (self.teacher_model_fp16 and self.teacher_model_bf16), "teacher_model_fp16",
                "choose one of --teacher-model-fp16 / --teacher-model-bf16")
 
@@ -372,4 +378,7 @@ def no_effect_warnings(*configs: Any) -> list[str]:
             if cfg.token_ratio == 1:
                 warn(cfg, "token_score", "--token-ratio 1 keeps every response token; the score ranks tokens only "
                                          "for --token-ratio < 1")
+            data = next((c for c in configs if isinstance(c, DataConfig)), None)
+            if data is not None and data.lm_coef == 0:
+                warn(cfg, "lm_kd_ratio", "there is no pretraining term without --lm-data-dir (and --lm-coef > 0)")
     return out

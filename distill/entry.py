@@ -21,12 +21,13 @@ ObjectiveFactory = Callable[[Any, list[Any], "dist.DistEnv"], "Objective"]
 @exit_on_input_error
 def run_training(description: str, make_objective: ObjectiveFactory, extra_classes: Sequence[type] = (),
                  argv: Optional[Sequence[str]] = None,
-                 check_inputs: Optional[Callable[[list[Any]], None]] = None) -> dict[str, Any]:
+                 check_inputs: Optional[Callable[[list[Any]], None]] = None,
+                 teacher_of: Optional[Callable[[list[Any]], Any]] = None) -> dict[str, Any]:
     """Parses ``ModelConfig, DataConfig, TrainConfig, GenerationConfig`` (+ ``extra_classes``), then trains.
 
     ``check_inputs(extra_configs)`` checks the method's own inputs (e.g. the teacher directory) before anything
-    loads; ``make_objective(tokenizer, extra_configs, env)`` builds what a step computes (and loads a teacher if it
-    needs one).
+    loads; ``make_objective(tokenizer, extra_configs, env)`` builds what a step computes; ``teacher_of(extra_configs)``
+    names the teacher (a distill.models.TeacherSpec), which the trainer loads and places.
     """
     model_cfg, data_cfg, train_cfg, gen_cfg, *extra = parse_configs(
         [ModelConfig, DataConfig, TrainConfig, GenerationConfig, *extra_classes], argv, description)
@@ -66,7 +67,8 @@ def run_training(description: str, make_objective: ObjectiveFactory, extra_class
                                                   *extra_classes]))
     failed = True
     try:
-        summary = _train(make_objective, model_cfg, data_cfg, train_cfg, gen_cfg, extra, notes)
+        summary = _train(make_objective, model_cfg, data_cfg, train_cfg, gen_cfg, extra, notes,
+                         teacher_of(extra) if teacher_of is not None else None)
         failed = False
         return summary
     finally:
@@ -74,7 +76,8 @@ def run_training(description: str, make_objective: ObjectiveFactory, extra_class
 
 
 def _train(make_objective: ObjectiveFactory, model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig,
-           gen_cfg: GenerationConfig, extra: list[Any], notes: Sequence[str] = ()) -> dict[str, Any]:
+           gen_cfg: GenerationConfig, extra: list[Any], notes: Sequence[str] = (),
+           teacher: Any = None) -> dict[str, Any]:
     """What follows the checks: the process group, the models, the objective, the loop. ``notes``: the warnings of
     the checks, already on stderr, for the run's log."""
     from distill import dist
@@ -96,6 +99,10 @@ def _train(make_objective: ObjectiveFactory, model_cfg: ModelConfig, data_cfg: D
     notes = [*notes, *hw_warnings]
     dist.seed_everything(train_cfg.seed)
     tokenizer = load_tokenizer(model_cfg.model_path, model_cfg.trust_remote_code)  # type: ignore[arg-type]
+    if teacher is not None:  # its tokenizer and precision, before any model loads
+        from distill.models import check_teacher
+
+        check_teacher(teacher, tokenizer, env.device)
     # Data of another tokenizer is refused before the model loads (data_utils/processing.py, meta.json's fingerprint).
     from data_utils.processing import check_training_data
 
@@ -111,5 +118,5 @@ def _train(make_objective: ObjectiveFactory, model_cfg: ModelConfig, data_cfg: D
     objective = make_objective(tokenizer, extra, env)
     trainer = Trainer(model=model, tokenizer=tokenizer, objective=objective, train=train_cfg, data=data_cfg,
                       gen=gen_cfg, model_cfg=model_cfg, env=env, extra_config=to_dict(*extra) if extra else None,
-                      first_line=hardware.run_line(precisions, hw), warnings=notes)
+                      first_line=hardware.run_line(precisions, hw), warnings=notes, teacher=teacher)
     return trainer.fit()

@@ -7,7 +7,8 @@ vocabulary (one token) is an error."""
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
@@ -118,3 +119,79 @@ def check_tokenizers_agree(student_tok: Any, teacher_tok: Any, student_path: str
 
 def embedding_rows(model: nn.Module) -> int:
     return int(model.get_input_embeddings().weight.shape[0])
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """The frozen teacher a trainer loads and places: a model directory (or a LoRA adapter directory on its base),
+    optionally an adapter on top (merged for inference), and its precision (``fp32``, ``bf16``, ``fp16``)."""
+    path: str
+    peft_path: Optional[str] = None
+    dtype: str = "fp32"
+    trust_remote_code: bool = False
+
+
+def teacher_ds_config(student_ds: Mapping[str, Any], dtype: str) -> dict[str, Any]:
+    """DeepSpeed config of a ZeRO-3 teacher: partitioned like the student (its ZeRO-3 section without the optimizer
+    parts), in the teacher's own precision, no optimizer."""
+    zero = {k: v for k, v in student_ds.get("zero_optimization", {}).items() if k != "offload_optimizer"}
+    return {"train_micro_batch_size_per_gpu": student_ds.get("train_micro_batch_size_per_gpu", 1),
+            "gradient_accumulation_steps": 1, "zero_optimization": {**zero, "stage": 3},
+            "bf16": {"enabled": dtype == "bf16"}, "fp16": {"enabled": dtype == "fp16"},
+            "steps_per_print": 2**31 - 1, "wall_clock_breakdown": False}
+
+
+def check_teacher(spec: TeacherSpec, tokenizer: Any, device: Any) -> None:
+    """What can be checked of a teacher before any model loads: its tokenizer agrees with the student's
+    (distillation compares distributions token by token), and fp16 only on a GPU."""
+    check_tokenizers_agree(tokenizer, load_tokenizer(spec.path, spec.trust_remote_code), "--model-path", spec.path)
+    if spec.dtype == "fp16" and getattr(device, "type", str(device)) == "cpu":
+        raise InputError("--teacher-model-fp16 needs a GPU; use --teacher-model-bf16 or fp32 on CPU")
+
+
+def load_teacher(spec: TeacherSpec, tokenizer: Any, device: Any,
+                 student_ds: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
+    """(what the trainer runs forwards with, the Hugging Face model inside) of a frozen teacher.
+
+    Checked first: its tokenizer agrees with the student's (distillation compares distributions token by token),
+    fp16 only on a GPU, enough embedding rows for the tokenizer. Under ZeRO-3 (the student's DeepSpeed config) the
+    teacher is partitioned over the ranks like the student — loaded straight into its partitions when it has no
+    adapter to merge — so a teacher larger than one device's memory fits beside the student; otherwise it is put
+    whole on the device."""
+    check_teacher(spec, tokenizer, device)
+    dtype = DTYPES[spec.dtype]
+    stage3 = int(student_ds.get("zero_optimization", {}).get("stage", 0)) == 3
+    merge_needed = spec.peft_path is not None or is_adapter_dir(spec.path)
+    if stage3:
+        import deepspeed
+
+        cfg = teacher_ds_config(student_ds, spec.dtype)
+        if merge_needed:  # an adapter is merged into whole weights first, then partitioned
+            teacher = load_model(spec.path, dtype, peft_path=spec.peft_path, merge_adapter=True,
+                                 trust_remote_code=spec.trust_remote_code)
+        else:
+            from transformers.integrations import HfDeepSpeedConfig
+
+            live = HfDeepSpeedConfig(cfg)  # while it lives, from_pretrained loads each rank's partition only
+            try:
+                teacher = load_model(spec.path, dtype, trust_remote_code=spec.trust_remote_code)
+            finally:
+                del live
+        _check_rows(teacher, tokenizer, spec.path)
+        teacher.eval().requires_grad_(False)
+        engine, *_ = deepspeed.initialize(model=teacher, config=cfg)
+        engine.eval()
+        return engine, engine.module
+    teacher = load_model(spec.path, dtype, peft_path=spec.peft_path, merge_adapter=True,
+                         trust_remote_code=spec.trust_remote_code)
+    _check_rows(teacher, tokenizer, spec.path)
+    teacher.to(device).eval().requires_grad_(False)
+    return teacher, teacher
+
+
+def _check_rows(teacher: nn.Module, tokenizer: Any, path: str) -> None:
+    weight = teacher.get_input_embeddings().weight
+    rows = int(getattr(weight, "ds_shape", weight.shape)[0])  # a ZeRO-3 partition keeps its full shape here
+    if rows < len(tokenizer):
+        raise InputError(f"teacher {path} has {rows} embedding rows, fewer than the tokenizer's {len(tokenizer)} "
+                         f"tokens")

@@ -37,7 +37,8 @@ ARGS_FILE = "args.json"
 #: Files a training run writes into ``--save`` (distill/logging_utils.py, distill/trainer.py), with the temporary
 #: names of their atomic writes, which a kill can leave behind.
 RUN_FILES = frozenset({LOCK_FILE, ARGS_FILE, "args.json.tmp", "log.txt", "metrics.jsonl", "metrics.jsonl.tmp",
-                       "best.json", "best.json.tmp", "best", "best.tmp"})
+                       "best.json", "best.json.tmp", "best", "best.tmp", "run_summary.json",
+                       "run_summary.json.tmp"})
 #: Directories a training run writes besides its step directories: TensorBoard's events, Weights & Biases' files.
 RUN_DIRS = frozenset({"runs", "wandb"})
 #: What a step directory ``<save>/<step>/`` holds at least one of once its save has begun (distill/trainer.py:

@@ -34,9 +34,9 @@ from distill.generation import generate_split
 from distill.guard import StepGuard, TrainingDiverged, finite, skippable
 from distill.inputs import TRAINER_STATE, complete_checkpoints  # noqa: F401  (re-exported)
 from distill.logging_utils import RunLogger
-from distill.models import count_parameters, precision_from_ds_config
-from distill.objectives import Objective, ce_sum, forward_logits
-from distill.summary import best_key, is_better, write_summary
+from distill.models import TeacherSpec, count_parameters, precision_from_ds_config
+from distill.objectives import LM_BATCH, Objective, Outputs, StepContext, WithPretraining, run_model
+from distill.summary import RUN_SUMMARY, best_key, is_better, write_summary
 
 STATE_FILE = TRAINER_STATE
 DS_TAG = "ds_state"
@@ -156,6 +156,11 @@ def weights_only_loads() -> Iterator[None]:
         TorchCheckpointEngine.load = unsafe  # type: ignore[method-assign]
 
 
+def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """A batch (tensors, and nested batches such as the pretraining one) on ``device``."""
+    return {k: to_device(v, device) if isinstance(v, Mapping) else v.to(device) for k, v in batch.items()}
+
+
 def zero_stage(ds_config: Mapping[str, Any]) -> int:
     return int(ds_config.get("zero_optimization", {}).get("stage", 0))
 
@@ -178,11 +183,27 @@ def write_best(save_dir: Path, best: Mapping[str, Any]) -> None:
     os.replace(link_tmp, save_dir / "best")
 
 
+class StudentWithModules(nn.Module):
+    """The student and an objective's trainable modules as one module, so that DeepSpeed optimises, partitions
+    (ZeRO-3), all-reduces and checkpoints them together; its forward is the student's."""
+
+    def __init__(self, student: nn.Module, extras: Mapping[str, nn.Module]):
+        super().__init__()
+        self.student = student
+        self.extras = nn.ModuleDict(dict(extras))
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.student(*args, **kwargs)
+
+
+EXTRAS_FILE = "objective_modules.safetensors"  # an objective's trainable modules, beside the student's weights
+
+
 class Trainer:
     def __init__(self, *, model: nn.Module, tokenizer: Any, objective: Objective, train: TrainConfig,
                  data: DataConfig, gen: GenerationConfig, model_cfg: ModelConfig, env: dist.DistEnv,
                  extra_config: Optional[Mapping[str, Any]] = None, first_line: Optional[str] = None,
-                 warnings: Sequence[str] = ()):
+                 warnings: Sequence[str] = (), teacher: Optional[TeacherSpec] = None):
         import deepspeed
 
         self.train_cfg, self.data_cfg, self.gen_cfg, self.model_cfg = train, data, gen, model_cfg
@@ -214,6 +235,9 @@ class Trainer:
             self.lm_stream = MicroBatchStream(LMDataset(data.lm_data_dir), lm_collate, train.batch_size,
                                               train.seed + 1, env.rank, env.world_size)
         self.collate = collate
+        if self.lm_stream is not None and not isinstance(objective, WithPretraining):
+            objective = self.objective = WithPretraining(objective, float(data.lm_coef),
+                                                         objective.pretraining_kd_ratio, len(tokenizer))
         steps_per_epoch = max(self.stream.batches_per_epoch // train.gradient_accumulation_steps, 1)
         self.total_iters = train.total_iters or steps_per_epoch * int(train.epochs)  # type: ignore[arg-type]
         # -1: once per epoch (as the published recipes evaluate), 0: only at the end.
@@ -221,6 +245,10 @@ class Trainer:
         self.save_every = steps_per_epoch if train.save_interval == -1 else train.save_interval
 
         dtype = precision_from_ds_config(self.ds_config)
+        self.student = model  # the Hugging Face model: saved, evaluated, generated with
+        extras = objective.modules()
+        if extras:  # trained, partitioned and checkpointed with the student by the same engine
+            model = StudentWithModules(model, extras)
         model = model.to(device=env.device, dtype=dtype) if dtype != torch.float32 else model.to(env.device)
         self.num_params = count_parameters(model)
         self.num_trainable = count_parameters(model, trainable_only=True)
@@ -245,6 +273,24 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, train, self.total_iters))
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
+        self.zero3 = zero_stage(self.ds_config) == 3
+        # The teacher, loaded and placed here (distill/models.py load_teacher): under ZeRO-3 partitioned like the
+        # student, so a large teacher fits beside it.
+        self.teacher: Optional[nn.Module] = None
+        self.teacher_model: Optional[nn.Module] = None  # the Hugging Face module inside (for generation)
+        if objective.teacher_needs is not None or teacher is not None:
+            if teacher is None:
+                raise ValueError(f"{type(objective).__name__} needs a teacher; pass teacher=TeacherSpec(...)")
+            from distill.models import load_teacher
+
+            self.teacher, self.teacher_model = load_teacher(teacher, tokenizer, env.device, self.ds_config)
+            n_teacher = sum(int(getattr(p, "ds_numel", p.numel())) for p in self.teacher_model.parameters())
+            self.logger.info(f"teacher {teacher.path}" + (f" + {teacher.peft_path}" if teacher.peft_path else "")
+                             + f": {n_teacher:,} parameters, {teacher.dtype}, "
+                             + (f"partitioned over {env.world_size} ranks (ZeRO-3)" if self.zero3
+                                else f"whole on {env.device}"))
+        # The objective's own generator (sampling in prepare): seeded per rank, its state in every checkpoint.
+        self.objective_rng = torch.Generator().manual_seed(train.seed * 1_000_003 + env.rank)
         self.step = 0
         self.best: dict[str, Any] = {}
         # What the run did, over all its launches (kept in the checkpoint): the run summary's counters.
@@ -256,35 +302,80 @@ class Trainer:
                          f"ZeRO stage {zero_stage(self.ds_config)}, dtype {dtype}")
 
     # ------------------------------------------------------------------------------------------------ one step ---
-    def _global_counts(self, micro_batches: list[dict[str, torch.Tensor]],
-                       lm_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    def context(self, training: bool = True) -> StepContext:
+        """What the objective sees of the run at the current step (distill/objectives.py StepContext)."""
+        return StepContext(step=self.step, total_steps=self.total_iters, epoch=self.stream.epoch,
+                           stage=self.train_cfg.stage, rng=self.objective_rng,
+                           student=self.engine if training else self.student, teacher=self.teacher,
+                           tokenizer=self.tokenizer, device=self.env.device, training=training, policy=self._policy)
+
+    @contextlib.contextmanager
+    def _policy(self, which: str) -> Iterator[nn.Module]:
+        """A model to generate with: eval mode, no gradient, and under ZeRO-3 every parameter gathered once for the
+        block (not fetched per layer per token); training mode restored after."""
+        model = self.student if which == "student" else self.teacher_model
+        if model is None:
+            raise ValueError(f"no {which} model to generate with")
+        was_training = model.training
+        model.eval()
+        if self.zero3:
+            import deepspeed
+
+            gathered: contextlib.AbstractContextManager[Any] = deepspeed.zero.GatheredParameters(
+                list(model.parameters()))
+        else:
+            gathered = contextlib.nullcontext()
+        try:
+            with torch.no_grad(), gathered:
+                yield model
+        finally:
+            model.train(was_training)
+
+    def term_sums(self, model: nn.Module, batch: Mapping[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
+        """One forward per model on ``batch`` (what the objective declared it needs), then its per-term sums."""
+        obj = self.objective
+        student = run_model(model, batch, obj.student_needs)
+        teacher: Optional[Outputs] = None
+        if obj.teacher_needs is not None and self.teacher is not None:
+            with torch.no_grad():
+                teacher = run_model(self.teacher, batch, obj.teacher_needs)
+        return obj.sums(student, teacher, batch, ctx)
+
+    def _global_counts(self, micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         """Units each loss term averages over in this optimizer step, summed over micro-batches and ranks."""
-        names = list(self.objective.terms) + (["lm"] if lm_batches else [])
+        names = list(self.objective.terms)
         local = [0.0] * len(names)
         for mb in micro_batches:
-            for i, (k, v) in enumerate(self.objective.counts(mb).items()):
+            for k, v in self.objective.counts(mb).items():
                 local[names.index(k)] += v
-        if lm_batches:
-            local[-1] = float(sum((b["labels"] != -100).sum() for b in lm_batches))
         total = dist.all_reduce_sum(local, self.env.device).tolist()
         return dict(zip(names, total))
 
     def train_step(self) -> dict[str, float]:
         gas, pieces = self.train_cfg.gradient_accumulation_steps, self.train_cfg.length_pieces
         micro = [next(self.stream) for _ in range(gas)]
-        lm = [next(self.lm_stream) for _ in range(gas)] if self.lm_stream is not None else []
-        counts = self._global_counts(micro, lm)
+        if self.lm_stream is not None:  # each micro-batch's pretraining batch, for the "lm" term
+            for mb in micro:
+                mb[LM_BATCH] = next(self.lm_stream)  # type: ignore[assignment]
+        ctx = self.context()
+        # The objective's no-grad work (generation, scoring, buffers) comes before counting, so the global
+        # normalisation below covers the batches actually trained on.
+        micro = self.objective.prepare(micro, ctx)
+        counts = self._global_counts(micro)
         # DeepSpeed divides by its accumulation steps (micro-batches x pieces) and averages over ranks; undo both,
         # since every term is already normalised by its global count.
         scale = gas * pieces * self.env.world_size
         logged = {k: 0.0 for k in counts}
         logged["loss"] = 0.0
-        tokens = sum(int(mb["attention_mask"].sum()) for mb in micro)
+        tokens = sum(int(mb["attention_mask"].sum()) + (int(mb[LM_BATCH]["attention_mask"].sum())  # type: ignore
+                                                        if LM_BATCH in mb else 0) for mb in micro)
         # Every piece is one backward, and DeepSpeed's accumulation boundary must fall on the step's last one: a
         # micro-batch with fewer rows than pieces (an epoch's last) is topped up with label-free copies of a row,
-        # which count nothing and add nothing to any loss term.
+        # which count nothing and add nothing to any loss term. The pretraining batch goes with the first piece.
         work = []
-        for i, mb in enumerate(micro):
+        for mb in micro:
+            mb = dict(mb)
+            lm = mb.pop(LM_BATCH, None)
             parts = split_by_length(mb, pieces)
             while len(parts) < pieces:
                 filler = {k: v[:1].clone() for k, v in parts[-1].items()}
@@ -292,19 +383,16 @@ class Trainer:
                 filler["attention_mask"].zero_()
                 filler["attention_mask"][:, 0] = 1  # a one-token row: no loss position, no counted token
                 parts.append(filler)
-            work += [(i, j, part) for j, part in enumerate(parts)]
+            if lm is not None:
+                parts[0] = {**parts[0], LM_BATCH: lm}
+            work += parts
         bad_losses = 0
         grad_norm: Optional[float] = None
-        for n, (i, j, mb) in enumerate(work):
-            mb = {k: v.to(self.env.device) for k, v in mb.items()}
-            sums = self.objective.sums(self.engine, mb)
+        for n, mb in enumerate(work):
+            mb = to_device(mb, self.env.device)
+            sums = self.term_sums(self.engine, mb, ctx)
             means = {k: sums[k] / max(counts[k], 1.0) for k in self.objective.terms}
-            loss = self.objective.combine(means)
-            if lm and j == 0:  # the micro-batch's pretraining batch goes with its first piece
-                lb = {k: v.to(self.env.device) for k, v in lm[i].items()}
-                means["lm"] = ce_sum(forward_logits(self.engine, lb), lb["labels"]) / max(counts["lm"], 1.0)
-                loss = loss + self.data_cfg.lm_coef * means["lm"]
-                tokens += int(lb["attention_mask"].sum())
+            loss = self.objective.combine(means, ctx)
             self.engine.backward(loss * scale)
             values = {**{k: float(v.detach()) for k, v in means.items()}, "loss": float(loss.detach())}
             for k, v in values.items():
@@ -339,7 +427,7 @@ class Trainer:
             # ZeRO-0: DeepSpeed all-reduced the gradients in the boundary backward, so every rank sees the same ones.
             # DeepSpeed's own clipping function (what it would have run here): the same numbers as without the
             # guard. Clipping with a non-finite norm spoils the gradients, but then the update is skipped anyway.
-            params = [p for p in self.engine.module.parameters() if p.grad is not None]
+            params = [p for p in self.engine.module.parameters() if p.grad is not None]  # with objective modules
             if self.train_cfg.clip_grad > 0:
                 from deepspeed.runtime.utils import clip_grad_norm_
 
@@ -360,9 +448,11 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
         """Validation loss of every objective term and, with --eval-gen, Rouge-L of greedy generations."""
-        model = self.engine.module
-        was_training = model.training
-        model.eval()
+        model = self.student
+        module = self.engine.module  # the student, with the objective's modules when it has some
+        was_training = module.training
+        module.eval()
+        ctx = self.context(training=False)
         self.logger.note("evaluating: validation loss")
         n = len(self.valid_set)
         mine = dist.shard_indices(n, self.env.rank, self.env.world_size, pad=True)
@@ -380,15 +470,16 @@ class Trainer:
             for b, k in enumerate(keep):
                 if not k:
                     batch["labels"][b] = -100
-            term_sums = self.objective.sums(model, batch)
+            term_sums = self.term_sums(model, batch, ctx)
             term_counts = self.objective.counts(batch)
             for j, k in enumerate(names):
                 sums[j] += float(term_sums[k])
                 counts[j] += term_counts[k]
         red = dist.all_reduce_sum(sums + counts, self.env.device).tolist()
         means = {k: red[j] / max(red[len(names) + j], 1.0) for j, k in enumerate(names)}
-        metrics = {f"valid/{k}": v for k, v in means.items()}
-        metrics["valid/loss"] = float(self.objective.combine({k: torch.tensor(v) for k, v in means.items()}))
+        # A term with nothing to average over in validation (the pretraining term) is not reported; it adds 0.
+        metrics = {f"valid/{k}": v for j, (k, v) in enumerate(means.items()) if red[len(names) + j] > 0}
+        metrics["valid/loss"] = float(self.objective.combine({k: torch.tensor(v) for k, v in means.items()}, ctx))
         if self.train_cfg.eval_gen:
             recs = generate_split(model, self.tokenizer, self.valid_set, self.gen_cfg, rank=self.env.rank,
                                   world_size=self.env.world_size, device=self.env.device,
@@ -404,7 +495,7 @@ class Trainer:
             metrics["valid/exact_match"] = scores["exact_match"]
             metrics["valid/gen_tokens"] = sum(r["num_tokens"] for r in recs) / max(len(recs), 1)
         if was_training:
-            model.train()
+            module.train()
         self._update_best(step, metrics)
         self.logger.log_metrics(step, metrics)
         return metrics
@@ -428,15 +519,21 @@ class Trainer:
         if self.env.is_main:
             ckpt.mkdir(parents=True, exist_ok=True)
             (ckpt / STATE_FILE).unlink(missing_ok=True)  # incomplete until rewritten below
-            module = self.engine.module
-            module.save_pretrained(ckpt, safe_serialization=True, **({"state_dict": state_dict} if stage3 else {}))
+            student_sd, extras_sd = self._split_state(state_dict)
+            self.student.save_pretrained(ckpt, safe_serialization=True,
+                                         **({"state_dict": student_sd} if stage3 else {}))
+            if extras_sd is not None:  # the objective's modules: beside the weights (the optimizer state has them too)
+                from safetensors.torch import save_file
+
+                save_file({k: v.detach().contiguous().cpu() for k, v in extras_sd.items()}, str(ckpt / EXTRAS_FILE))
             self.tokenizer.save_pretrained(ckpt)
         dist.barrier()
         client = {"step": step, "position": self.stream.position,
                   "lm_position": self.lm_stream.position if self.lm_stream else 0, "best": self.best,
                   "bad_steps": self.guard.state(), "totals": self._totals()}
         self.engine.save_checkpoint(str(ckpt), tag=DS_TAG, client_state=client, save_latest=False)
-        torch.save(dist.rng_state(), ckpt / f"rng_state_{self.env.rank}.pt")
+        torch.save({**dist.rng_state(), "objective_rng": self.objective_rng.get_state(),
+                    "objective": self.objective.state_dict()}, ckpt / f"rng_state_{self.env.rank}.pt")
         dist.barrier()
         if self.env.is_main:
             tmp = ckpt / (STATE_FILE + ".tmp")
@@ -447,6 +544,18 @@ class Trainer:
                 shutil.rmtree(self.save_dir / str(old) / DS_TAG, ignore_errors=True)
         dist.barrier()
         self.logger.info(f"saved checkpoint {ckpt}")
+
+    def _split_state(self, full: Optional[Mapping[str, torch.Tensor]]) -> tuple[Optional[dict[str, torch.Tensor]],
+                                                                               Optional[dict[str, torch.Tensor]]]:
+        """(the student's state dict, the objective modules' state dict or None) from the engine module's
+        consolidated ZeRO-3 ``full`` state, or from the live modules when ``full`` is None."""
+        if not isinstance(self.engine.module, StudentWithModules):
+            return (dict(full) if full is not None else None), None
+        if full is None:
+            return None, self.engine.module.extras.state_dict()
+        student = {k[len("student."):]: v for k, v in full.items() if k.startswith("student.")}
+        extras = {k[len("extras."):]: v for k, v in full.items() if k.startswith("extras.")}
+        return student, extras
 
     def _write_best(self) -> None:
         if self.best and self.env.is_main and (self.save_dir / str(self.best["step"])).is_dir():
@@ -485,6 +594,9 @@ class Trainer:
         self.best = client.get("best") or {}
         self.guard.load(client.get("bad_steps"))
         self.totals.update(client.get("totals") or {})
+        if "objective_rng" in rng:
+            self.objective_rng.set_state(rng.pop("objective_rng"))
+        self.objective.load_state_dict(rng.pop("objective", {}))
         dist.set_rng_state(rng)
         self.logger.info(f"resumed from {ckpt} (step {step})")
         return step
@@ -498,6 +610,8 @@ class Trainer:
 
     def _fit(self) -> dict[str, Any]:
         cfg = self.train_cfg
+        if self.env.is_main:  # present only once the run has finished (a resumed run writes it anew)
+            (self.save_dir / RUN_SUMMARY).unlink(missing_ok=True)
         self.step = self.resume() if cfg.resume else 0
         self.engine.train()
         self.logger.start(self.total_iters, self.step)

@@ -134,7 +134,7 @@ def test_padded_student_vocabulary_rows_never_enter_the_divergence(trained_teach
     from data_utils.datasets import InstructionDataset, LMCollator
     from distill.config import DistillConfig
     from distill.models import load_model, load_tokenizer
-    from distill.objectives import KDObjective
+    from distill.objectives import KDObjective, Needs, run_model
 
     student_dir = tmp_path / "padded-student"
     tok = load_tokenizer(str(tiny_models["gpt2"]["student"]))
@@ -144,13 +144,17 @@ def test_padded_student_vocabulary_rows_never_enter_the_divergence(trained_teach
     tok.save_pretrained(student_dir)
 
     teacher = load_model(str(trained_teacher))
-    objective = KDObjective(teacher, DistillConfig(teacher_model_path=str(trained_teacher), type="rkl"), len(tok))
+    objective = KDObjective(DistillConfig(teacher_model_path=str(trained_teacher), type="rkl"), len(tok))
     batch = LMCollator(tok.pad_token_id, tok.eos_token_id, 128)(
         [InstructionDataset(processed_tiny, "valid")[i] for i in range(4)])
+
+    def kd() -> torch.Tensor:
+        return objective.sums(run_model(model, batch, Needs()), run_model(teacher, batch, Needs()), batch, None)["kd"]
+
     with torch.no_grad():
-        before = objective.sums(model, batch)["kd"]
+        before = kd()
         model.get_input_embeddings().weight[len(tok):] = 50.0  # padded rows: huge logits if they were counted
-        after = objective.sums(model, batch)["kd"]
+        after = kd()
     assert torch.isfinite(before) and float(before) == pytest.approx(float(after), rel=1e-6)
     train_distill.main(kd_args(student_dir, trained_teacher, processed_tiny, tmp_path / "run", "--total-iters", "2"))
     assert (tmp_path / "run" / "2" / "model.safetensors").exists()

@@ -32,15 +32,15 @@ class Faulty(SFTObjective):
         self.step = 0
         self.evals = 0
 
-    def sums(self, model, batch):
-        out = super().sums(model, batch)
-        if model.training:
+    def sums(self, student, teacher, batch, ctx):
+        out = super().sums(student, teacher, batch, ctx)
+        if ctx.training:
             self.step += 1
             if self.step in self.loss_at:
                 out["ce"] = out["ce"] * float("nan")
             if self.step in self.grad_at:
                 # sqrt at 0: a finite value (0) whose gradient is inf * 0 = NaN.
-                p = next(q for q in model.parameters() if q.requires_grad)
+                p = next(q for q in ctx.student.parameters() if q.requires_grad)
                 out["ce"] = out["ce"] + torch.sqrt(p.sum() * 0.0)
         elif self.eval_nan_from is not None and self.evals >= self.eval_nan_from:
             out["ce"] = out["ce"] * float("nan")
@@ -135,9 +135,9 @@ def test_non_finite_validation_loss_never_becomes_best(tiny_models: dict, proces
     # The trainer evaluates at steps 2, 4, 6; count evaluations by the step counter (one call per step).
     orig = faulty.sums
 
-    def sums(model, batch):
+    def sums(student, teacher, batch, ctx):
         faulty.evals = 0 if faulty.step < 4 else 1
-        return orig(model, batch)
+        return orig(student, teacher, batch, ctx)
 
     faulty.sums = sums
     train(faulty, tiny_models["gpt2"]["student"], processed_tiny, save, "ds_config_zero0_fp32",
