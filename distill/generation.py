@@ -5,6 +5,7 @@ on-policy methods. Prompts are left-padded so every row continues at the same po
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -22,6 +23,16 @@ def max_positions(model: nn.Module) -> Optional[int]:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+#: GenerationConfig fields that only split or report the work; every other field decides what is generated.
+NOT_DECODING = frozenset({"eval_batch_size", "progress_interval"})
+
+
+def decoding_settings(gen: GenerationConfig) -> dict[str, Any]:
+    """The settings that decide the answers (all but :data:`NOT_DECODING`): recorded with evaluation results, and
+    part of SeqKD's resumable-parts settings, so that a change of any of them counts as a change."""
+    return {k: v for k, v in asdict(gen).items() if k not in NOT_DECODING}
 
 
 def generation_kwargs(gen: GenerationConfig, tokenizer: Any) -> dict[str, Any]:

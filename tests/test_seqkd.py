@@ -149,18 +149,50 @@ def test_resume_keeps_finished_parts_and_redoes_the_rest(seqkd_run, tiny_models,
     assert after[:8] == before[:8] and after[16:] == before[16:]
 
 
+@pytest.mark.parametrize("flag, value", [("--max-new-tokens", "9"), ("--no-repeat-ngram-size", "3"),
+                                         ("--repetition-penalty", "1.2")])
 def test_resume_with_other_settings_stops(seqkd_run, tiny_models, processed_tiny: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture) -> None:
+                                          capsys: pytest.CaptureFixture, flag: str, value: str) -> None:
     first, _ = seqkd_run
     save = tmp_path / "run"
     shutil.copytree(first, save)
     before = (save / "train.jsonl").read_bytes()
     with pytest.raises(SystemExit) as e:
-        run_tool(tiny_models["gpt2"]["teacher"], processed_tiny, save, "--max-new-tokens", "9")
+        run_tool(tiny_models["gpt2"]["teacher"], processed_tiny, save, flag, value)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "generation.max_new_tokens" in err and "delete" in err
+    name = "generation." + flag[2:].replace("-", "_")
+    assert len(err.splitlines()) == 1 and name in err and "delete" in err, err
     assert (save / "train.jsonl").read_bytes() == before
+
+
+def test_resume_with_another_batch_size_or_progress_interval_reuses_every_part(seqkd_run, tiny_models,
+                                                                               processed_tiny: Path,
+                                                                               tmp_path: Path) -> None:
+    # They split and report the work; the answers stay (the parts are reused, not generated again).
+    first, _ = seqkd_run
+    save = tmp_path / "run"
+    shutil.copytree(first, save)
+    (save / "train.jsonl").unlink()
+    summary = run_tool(tiny_models["gpt2"]["teacher"], processed_tiny, save, "--eval-batch-size", "3",
+                       "--progress-interval", "5")
+    assert (summary["parts_reused"], summary["parts_generated"]) == (3, 0)
+    assert (save / "train.jsonl").read_bytes() == (first / "train.jsonl").read_bytes()
+
+
+def test_decoding_options_reach_the_teacher(seqkd_run, tiny_models, processed_tiny: Path, tmp_path: Path) -> None:
+    teacher = tiny_models["gpt2"]["teacher"]
+    options = {"no_repeat_ngram_size": 2, "repetition_penalty": 1.5}
+    summary = run_tool(teacher, processed_tiny, tmp_path / "opts", "--no-repeat-ngram-size", "2",
+                       "--repetition-penalty", "1.5")
+    expected = generate_split(load_model(str(teacher)), load_tokenizer(str(teacher)),
+                              InstructionDataset(processed_tiny, "train", num=NUM),
+                              GenerationConfig(max_new_tokens=8, eval_batch_size=4, **options), rank=0, world_size=1,
+                              device=torch.device("cpu"), max_prompt_length=256)
+    answers = [r["output"] for r in read_jsonl(tmp_path / "opts" / "train.jsonl")]
+    assert answers == [e["response"] for e in expected]
+    assert answers != [r["output"] for r in read_jsonl(seqkd_run[0] / "train.jsonl")]  # they changed something
+    assert {k: summary["generation"][k] for k in options} == options  # and generation.json says so
 
 
 # ------------------------------------------------------------------------------------------------------------------

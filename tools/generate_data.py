@@ -7,7 +7,8 @@
 
 The teacher is a model directory, or a LoRA adapter directory (its base is loaded), or ``--model-path`` plus
 ``--peft-path``; adapters are merged for inference. Decoding is greedy unless ``--do-sample`` (``--top-k``, ``--top-p``,
-``--temperature``); ``--max-new-tokens`` caps each answer and ``--max-prompt-length`` keeps the prompt's last tokens.
+``--temperature``); ``--no-repeat-ngram-size`` and ``--repetition-penalty`` apply to either; ``--max-new-tokens``
+caps each answer and ``--max-prompt-length`` keeps the prompt's last tokens.
 
 Output, in ``--save``, in the raw instruction format (so ``tools/process_data_dolly.py`` processes it like any
 ``train.jsonl`` + ``valid.jsonl`` data set):
@@ -24,7 +25,8 @@ Only the ``prompt`` field the processing tool adds is left out of both files (pr
 
 Resumable: answers are written in parts of ``--part-size`` examples, ``<save>/.parts/part_XXXXX.jsonl`` (each written
 atomically), with the run's settings in ``<save>/.parts/settings.json``. A restart with the same settings skips the
-parts already written (the number of ranks and ``--eval-batch-size`` may change); other settings stop with an error.
+parts already written (the number of ranks, ``--eval-batch-size`` and ``--progress-interval`` may change); other
+settings (the teacher, the data, every decoding option) stop with an error.
 The final files are assembled, each atomically, once every part exists; the parts stay (a re-run only reassembles;
 delete ``.parts`` to save the space). A sampled part draws from a seed fixed by
 ``--seed`` and its part number, so a resumed run samples what an uninterrupted one would (for one world size).
@@ -32,7 +34,7 @@ delete ``.parts`` to save the space). A sampled part draws from a seed fixed by
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
@@ -110,15 +112,19 @@ def raw_record(src: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_settings(cfg: SeqKDConfig, gen: GenerationConfig, num_examples: int) -> dict[str, Any]:
-    """What decides the content of the parts; a resumed run must match it. Batch size and world size are left out:
-    they only change how the work is split (greedy answers may differ in the last float bits, not in kind)."""
+    """What decides the content of the parts; a resumed run must match it. Batch size, world size and the progress
+    interval are left out: they only change how the work is split or reported (greedy answers may differ in the last
+    float bits, not in kind; left padding is not part of any prompt, even for the repetition penalty)."""
+    from distill.generation import decoding_settings
+
     return {
         # Contents, not paths (distill.parts): a moved teacher or dataset still resumes, a retrained one does not.
         "teacher_sha256": model_digest(cfg.model_path), "teacher_peft_sha256": model_digest(cfg.peft_path),
         "data_sha256": split_digest(cfg.data_dir, cfg.split), "split": cfg.split,  # type: ignore[arg-type]
         "num_examples": num_examples, "part_size": cfg.part_size, "dtype": cfg.dtype,
         "max_prompt_length": cfg.max_prompt_length, "seed": cfg.seed,
-        "generation": {k: v for k, v in asdict(gen).items() if k != "eval_batch_size"},
+        # Every decoding option, --no-repeat-ngram-size and --repetition-penalty included.
+        "generation": decoding_settings(gen),
     }
 
 

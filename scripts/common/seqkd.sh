@@ -37,7 +37,8 @@ generate)
         require_path "$TEACHER_PEFT" "fine-tune the teacher first: bash scripts/${FAMILY}/${TEACHER_SCRIPT}"
     fi
     has_flag data-dir || require_path "$DATA_DIR/train_0.bin" "bash scripts/${FAMILY}/tools/process_data_dolly.sh"
-    # Sampled at temperature 1 (the teacher's own distribution), like the evaluation; --no-do-sample for greedy.
+    # Sampled at temperature 1 (the teacher's own distribution), like the evaluation; --no-do-sample for greedy;
+    # --no-repeat-ngram-size / --repetition-penalty (off by default) are part of the resumable parts' settings.
     launch tools/generate_data.py \
         --model-path "$TEACHER_CKPT" ${TEACHER_PEFT:+--peft-path "$TEACHER_PEFT"} --data-dir "$DATA_DIR" \
         --split train --save "$SAVE_PATH" --dtype "${DTYPE:-$PRECISION_RESOLVED}" --max-prompt-length 256 --max-new-tokens 256 \
