@@ -1,7 +1,8 @@
 """Generation evaluation of a checkpoint on processed evaluation sets over several seeds.
 
 Writes ``<save>/<set>/<seed>/answers.jsonl`` (one record per example: prompt, response, references, scores) and
-``results.json`` (corpus Rouge-L, exact match), then ``<save>/summary.json`` with mean ± std over seeds per set.
+``results.json`` (corpus Rouge-L, exact match, the decoding settings), then ``<save>/summary.json`` with mean ± std
+over seeds per set and the same settings.
 """
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def evaluate_model(cfg: EvalConfig, gen: GenerationConfig) -> dict[str, Any]:
     from data_utils.datasets import InstructionDataset
     from data_utils.processing import check_data_tokenizer
     from distill import dist
-    from distill.generation import generate_split
+    from distill.generation import decoding_settings, generate_split
     from distill.metrics import per_example_scores
     from distill.models import DTYPES, load_model, load_tokenizer
 
@@ -119,7 +120,10 @@ def evaluate_model(cfg: EvalConfig, gen: GenerationConfig) -> dict[str, Any]:
                        merge_adapter=True, trust_remote_code=cfg.trust_remote_code).to(env.device)
     model.eval()
     save = Path(cfg.save)  # type: ignore[arg-type]
-    summary: dict[str, Any] = {"model_path": cfg.model_path, "sets": {}}
+    # How the answers were made (every decoding option, the prompt cut, the precision), with the scores: two results
+    # directories that differ in --no-repeat-ngram-size or --repetition-penalty say so.
+    settings = {**decoding_settings(gen), "max_prompt_length": cfg.max_prompt_length, "dtype": cfg.dtype}
+    summary: dict[str, Any] = {"model_path": cfg.model_path, "generation": settings, "sets": {}}
     for name, data_dir in sets:
         dataset = InstructionDataset(data_dir, cfg.split, num=cfg.dev_num, vocab_size=len(tokenizer))
         per_seed = []
@@ -138,7 +142,7 @@ def evaluate_model(cfg: EvalConfig, gen: GenerationConfig) -> dict[str, Any]:
             result = {"rougeL": sum(s["rougeL"] for s in scores) / n,
                       "exact_match": sum(s["exact_match"] for s in scores) / n,
                       "num_examples": len(scores), "seed": seed, "seconds": time.time() - t0,
-                      "mean_gen_tokens": sum(r["num_tokens"] for r in recs) / n}
+                      "mean_gen_tokens": sum(r["num_tokens"] for r in recs) / n, "generation": settings}
             per_seed.append(result)
             if env.is_main:
                 out = save / name / str(seed)

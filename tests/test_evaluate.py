@@ -106,6 +106,35 @@ def test_sampling_follows_the_seed(parrot_ckpt: Path, parrot_data_root: Path, tm
     assert again == responses[1]
 
 
+def test_decoding_options_reach_the_model_and_are_recorded(greedy_eval, parrot_ckpt: Path, parrot_data_root: Path,
+                                                            tmp_path: Path) -> None:
+    import torch
+
+    from data_utils.datasets import InstructionDataset
+    from distill.config import GenerationConfig
+    from distill.generation import generate_split
+    from distill.models import load_model, load_tokenizer
+
+    options = {"no_repeat_ngram_size": 2, "repetition_penalty": 1.3}
+    save = tmp_path / "opts"
+    summary = evaluate_main(eval_args(parrot_ckpt, parrot_data_root, save, "--eval-sets", "parrot", "--dev-num", "8",
+                                      "--seeds", "10", "--no-repeat-ngram-size", "2", "--repetition-penalty", "1.3"))
+    answers = [r["response"] for r in read_jsonl(save / "parrot" / "10" / "answers.jsonl")]
+    expected = generate_split(load_model(str(parrot_ckpt)), load_tokenizer(str(parrot_ckpt)),
+                              InstructionDataset(parrot_data_root / "parrot" / "full" / "gpt2", "valid", num=8),
+                              GenerationConfig(max_new_tokens=16, **options), rank=0, world_size=1,
+                              device=torch.device("cpu"), max_prompt_length=256)
+    assert answers == [e["response"] for e in expected]
+    plain = [r["response"] for r in read_jsonl(greedy_eval[0] / "parrot" / "10" / "answers.jsonl")[:8]]
+    assert answers != plain  # the parrot repeats itself within 16 tokens: the options change its answers
+    # The results say how they were made, so the two runs can be told apart.
+    for run, want in ((summary, options), (greedy_eval[1], {"no_repeat_ngram_size": 0, "repetition_penalty": 1.0})):
+        assert {k: run["generation"][k] for k in want} == want
+    result = json.loads((save / "parrot" / "10" / "results.json").read_text())
+    assert result["generation"] == json.loads((save / "summary.json").read_text())["generation"]
+    assert result["generation"]["max_new_tokens"] == 16 and "eval_batch_size" not in result["generation"]
+
+
 def test_no_eval_set_present_is_an_error(parrot_ckpt: Path, parrot_data_root: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:

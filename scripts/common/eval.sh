@@ -1,7 +1,8 @@
 # Evaluation launcher, sourced by scripts/<family>/eval/run_eval.sh once it has set FAMILY.
 # Generates on every evaluation set present under DATA_ROOT (dolly, self_inst, vicuna, sinst, uinst by default) for
 # each seed, then prints one table of mean ± std Rouge-L. Sampling (top-p 1, temperature 1) as is usual for these sets;
-# pass --no-do-sample for greedy decoding.
+# pass --no-do-sample for greedy decoding, --no-repeat-ngram-size N / --repetition-penalty P (off by default) for
+# either. Each results.json and summary.json records the decoding settings it was made with.
 # Environment overrides: CKPT (model or LoRA adapter directory), SAVE_PATH, DATA_ROOT, EVAL_SETS, SEEDS,
 # GPUS_PER_NODE, MASTER_PORT. Any `--flag value` given to the script is passed to evaluate.py last.
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh" "$@"
