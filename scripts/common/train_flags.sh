@@ -1,7 +1,10 @@
 # Training settings shared by the launchers in scripts/common/, sourced after lib.sh once the family script has set
 # its defaults. It defines:
 #   TRAIN_FLAGS    the optimisation, length, evaluation and seed flags of every training run (sft.sh, kd.sh, srd.sh),
-#                  from LR, BATCH_SIZE, GRAD_ACC, EPOCHS, EVAL_INTERVAL, SAVE_INTERVAL, SEED
+#                  from LR, BATCH_SIZE, GRAD_ACC, EPOCHS, EVAL_INTERVAL, SAVE_INTERVAL, SEED. Evaluation with
+#                  generation (Rouge-L) and a checkpoint once per epoch by default (-1), as the published MiniLLM and
+#                  SRD scripts run (--eval-interval -1 --save-interval -1); the best checkpoint is chosen over the
+#                  whole run. EVAL_INTERVAL=0 / SAVE_INTERVAL=0: only at the end; N: every N optimizer steps
 #   kd_inputs      white-box KD's inputs (kd.sh, srd.sh): CKPT (student), TEACHER_CKPT, DATA_DIR and DS_CONFIG, each
 #                  from the environment or its default (FAMILY, STUDENT, TEACHER; DS_NAME or ZERO_STAGE with the resolved
 #                  precision), checked to exist
@@ -13,7 +16,7 @@ TRAIN_FLAGS=(
     --lr "${LR:-5e-4}" --batch-size "${BATCH_SIZE:-8}" --gradient-accumulation-steps "${GRAD_ACC:-1}"
     --epochs "${EPOCHS:-10}" --lr-schedule cosine --warmup-iters 0 --weight-decay 1e-2 --clip-grad 1.0
     --max-length 512 --max-prompt-length 256 --max-new-tokens 256
-    --eval-gen --eval-interval "${EVAL_INTERVAL:-0}" --save-interval "${SAVE_INTERVAL:-0}" --log-interval 10
+    --eval-gen --eval-interval "${EVAL_INTERVAL:--1}" --save-interval "${SAVE_INTERVAL:--1}" --log-interval 10
     --seed "${SEED:-10}"
 )
 
