@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from data_utils.datasets import InstructionDataset, PromptCollator
-from distill.config import GenerationConfig
+from distill.config import GenerationConfig, InputError
 from distill.dist import all_gather_objects, shard_indices
 
 
@@ -57,6 +57,9 @@ def generate_batch(model: nn.Module, tokenizer: Any, input_ids: torch.Tensor, at
     kw = generation_kwargs(gen, tokenizer)
     limit = max_positions(model)
     if limit is not None:
+        if input_ids.shape[1] > limit:  # the prompt alone runs past the position table (an IndexError in the model)
+            raise InputError(f"--max-prompt-length: prompts of {input_ids.shape[1]} tokens do not fit the model's "
+                             f"{limit} positions; pass --max-prompt-length {limit - 1} or less")
         # Never run past the position table: a prompt near the limit gets a shorter continuation.
         kw["max_new_tokens"] = max(1, min(kw["max_new_tokens"], limit - input_ids.shape[1]))
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask, synced_gpus=synced_gpus, **kw)

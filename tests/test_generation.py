@@ -20,7 +20,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from data_utils.datasets import PromptCollator
 from distill import generation
-from distill.config import GenerationConfig
+from distill.config import GenerationConfig, InputError
 from distill.generation import generate_batch, generate_split
 
 V = 8  # vocabulary (and width) of the hand-made model; even, so no score is 0 (the penalty's sign switch)
@@ -134,6 +134,13 @@ def test_answers_never_run_past_the_position_table() -> None:
     assert out == [reference_decode(p, positions - width) for p in prompts]
     # Below the limit max_new_tokens still decides.
     assert [len(r) for r in run_batch(small, prompts, GenerationConfig(max_new_tokens=3))] == [3, 3]
+    # A prompt that fills the table still gets its one token; a longer one is a one-line input error, not an
+    # IndexError from inside the model.
+    full = [i % V for i in range(positions)]
+    assert run_batch(small, [full], GenerationConfig(max_new_tokens=5)) == [reference_decode(full, 1)]
+    with pytest.raises(InputError, match=f"^--max-prompt-length: prompts of {positions + 1} tokens do not fit the "
+                                         f"model's {positions} positions; pass --max-prompt-length {positions - 1}"):
+        run_batch(small, [[1] * (positions + 1)], GenerationConfig(max_new_tokens=5))
 
 
 # ------------------------------------------------------------------------------------------------------------------
