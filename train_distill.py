@@ -1,7 +1,8 @@
 """White-box knowledge distillation: the student learns from a frozen teacher's token distributions.
 
-Loss = (1 - kd_ratio) * CE + kd_ratio * KD(--type) (+ lm_coef * LM on --lm-data-dir); everything else (DeepSpeed,
-evaluation, checkpoints, resume, logging) is the SFT trainer's.
+Loss = (1 - kd_ratio) * CE + kd_ratio * KD(--type) (+ lm_coef * LM on --lm-data-dir); with --seqkd on the teacher's
+own answers, generated in each step (sequence-level KD). Everything else (DeepSpeed, evaluation, checkpoints, resume,
+logging) is the SFT trainer's.
 
 Example: python train_distill.py --model-path checkpoints/tiny-gpt2-student \
              --teacher-model-path results/quickstart/sft-teacher/best --data-dir processed_data/synth/full/gpt2 \
@@ -27,10 +28,12 @@ def teacher_of(extra):
     return TeacherSpec(cfg.teacher_model_path, cfg.teacher_peft_path, dtype)
 
 
-def make_objective(tokenizer, extra, env):
-    from distill.objectives import KDObjective
+def make_objective(tokenizer, extra, env, gen=None):
+    from distill.objectives import KDObjective, SeqKDObjective
 
     (cfg,) = extra
+    if cfg.seqkd:  # the teacher's answers, generated in each step, as the training text
+        return SeqKDObjective(cfg, len(tokenizer), tokenizer, cfg.step_generation(gen))
     return KDObjective(cfg, len(tokenizer))
 
 

@@ -7,7 +7,7 @@ Launch scripts: scripts/<family>/sft/*.sh.
 from distill.entry import run_training
 
 
-def make_objective(tokenizer, extra, env):
+def make_objective(tokenizer, extra, env, gen=None):
     from distill.objectives import SFTObjective
 
     return SFTObjective()

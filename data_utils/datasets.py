@@ -148,3 +148,53 @@ class PromptCollator:
                 attention_mask[b, width - len(p) :] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Batches made inside a training step (objectives that generate: SeqKD in the step, later on-policy methods).
+# ----------------------------------------------------------------------------------------------------------------
+def prompts_of(batch: dict[str, torch.Tensor]) -> list[list[int]]:
+    """Each row's prompt tokens in a pre-shifted training batch (LMCollator): up to and including the position that
+    predicts the first response token; the whole row where no response token is left."""
+    out = []
+    for ids, labels, attn in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+        loss_at = (labels != IGNORE_INDEX).nonzero()
+        end = int(loss_at[0]) + 1 if len(loss_at) else int(attn.sum())
+        out.append(ids[:end].tolist())
+    return out
+
+
+def left_padded(prompts: Sequence[Sequence[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """A left-padded prompt batch for generation (as PromptCollator makes from dataset items)."""
+    width = max(max((len(p) for p in prompts), default=1), 1)
+    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        if len(p):
+            input_ids[b, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+            attention_mask[b, width - len(p):] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def response_batch(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_id: int,
+                   max_length: Optional[int] = None) -> dict[str, torch.Tensor]:
+    """A right-padded, pre-shifted training batch (as LMCollator makes) from (prompt, response) token lists: the
+    loss falls on the response tokens only (an EOS the caller appended included). Rows are cut to ``max_length``
+    tokens in all."""
+    rows = [list(p) + list(r) for p, r in pairs]
+    if max_length is not None:
+        rows = [r[:max_length] for r in rows]
+    width = max(max(len(r) for r in rows) - 1, 1)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, ((prompt, _), row) in enumerate(zip(pairs, rows)):
+        n = len(row) - 1
+        if n <= 0:
+            continue
+        input_ids[b, :n] = torch.tensor(row[:-1], dtype=torch.long)
+        attention_mask[b, :n] = 1
+        start = max(len(prompt) - 1, 0)
+        if start < n:
+            labels[b, start:n] = torch.tensor(row[start + 1:], dtype=torch.long)
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}

@@ -283,6 +283,19 @@ class DistillConfig:
     token_ratio: float = _opt(1.0, "Selective-token KD: fraction of response tokens per sequence that count (1: all).")
     token_score: str = _opt("student_entropy", "Token score for --token-ratio < 1: student_entropy, teacher_entropy, "
                                                "kl, ce_teacher.")
+    seqkd: bool = _opt(False, "Sequence-level KD in the step: the teacher answers each batch's prompts (decoded "
+                              "with the --gen-* settings, afresh every epoch) and the student trains on those "
+                              "answers: CE, plus --kd-ratio times the divergence on the same text. The off-line "
+                              "form (answers generated once) is scripts/<family>/tools/generate_data_seqkd.sh.")
+    gen_do_sample: bool = _opt(True, "Decoding inside training steps (--seqkd's teacher answers): sample, or greedy "
+                                     "with --no-gen-do-sample.")
+    gen_temperature: float = _opt(1.0, "Sampling temperature inside training steps.")
+    gen_top_k: int = _opt(0, "Top-k inside training steps (0: off).")
+    gen_top_p: float = _opt(1.0, "Nucleus threshold inside training steps.")
+    gen_max_new_tokens: Optional[int] = _opt(None, "Most new tokens per answer inside training steps (default: "
+                                                   "--max-new-tokens); never past --max-length with the prompt.")
+    gen_no_repeat_ngram_size: int = _opt(0, "N-gram blocking inside training steps (0: off).")
+    gen_repetition_penalty: float = _opt(1.0, "Repetition penalty inside training steps (1: off).")
     lm_kd_ratio: float = _opt(0.0, "The pretraining term on --lm-data-dir as (1 - r) * CE + r * the teacher's soft "
                                    "cross-entropy (the KD variant; MiniLLM's pretraining term is r = 0.5); 0: "
                                    "plain CE.")
@@ -300,6 +313,22 @@ class DistillConfig:
         _check(0.0 < self.jsd_beta < 1.0, "jsd_beta", "must be in (0, 1)")
         _check(0.0 < self.token_ratio <= 1.0, "token_ratio", "must be in (0, 1]")
         _check(0.0 <= self.lm_kd_ratio <= 1.0, "lm_kd_ratio", "must be in [0, 1]")
+        _check(self.gen_temperature > 0, "gen_temperature", "must be > 0")
+        _check(self.gen_top_k >= 0, "gen_top_k", "must be >= 0")
+        _check(0.0 < self.gen_top_p <= 1.0, "gen_top_p", "must be in (0, 1]")
+        _check(self.gen_max_new_tokens is None or self.gen_max_new_tokens > 0, "gen_max_new_tokens",
+               "must be positive")
+        _check(self.gen_no_repeat_ngram_size >= 0, "gen_no_repeat_ngram_size", "must be >= 0")
+        _check(self.gen_repetition_penalty > 0, "gen_repetition_penalty", "must be > 0")
+
+    def step_generation(self, base: "GenerationConfig") -> "GenerationConfig":
+        """The decoding settings inside training steps: the --gen-* flags on top of ``base`` (the run's
+        GenerationConfig, for what they do not set)."""
+        return dataclasses.replace(base, do_sample=self.gen_do_sample, temperature=self.gen_temperature,
+                                   top_k=self.gen_top_k, top_p=self.gen_top_p,
+                                   max_new_tokens=self.gen_max_new_tokens or base.max_new_tokens,
+                                   no_repeat_ngram_size=self.gen_no_repeat_ngram_size,
+                                   repetition_penalty=self.gen_repetition_penalty)
         _check(not (self.teacher_model_fp16 and self.teacher_model_bf16), "teacher_model_fp16",
                "choose one of --teacher-model-fp16 / --teacher-model-bf16")
 
@@ -361,6 +390,15 @@ def no_effect_warnings(*configs: Any) -> list[str]:
         elif isinstance(cfg, DistillConfig):
             from distill.kinds import base_kind, uses_temperature
 
+            if not cfg.seqkd:
+                for name in ("gen_do_sample", "gen_temperature", "gen_top_k", "gen_top_p", "gen_max_new_tokens",
+                             "gen_no_repeat_ngram_size", "gen_repetition_penalty"):
+                    warn(cfg, name, "nothing is generated inside training steps without --seqkd")
+            elif not cfg.gen_do_sample:
+                for name in ("gen_temperature", "gen_top_k", "gen_top_p"):
+                    warn(cfg, name, "decoding inside training steps is greedy with --no-gen-do-sample")
+            if cfg.kd_ratio == 0 and cfg.seqkd:
+                continue  # pure SeqKD: CE on the teacher's answers; the divergence settings are moot, by choice
             if cfg.kd_ratio == 0:
                 # Every KD setting is moot then; one line says so.
                 out.append(f"warning: --kd-ratio 0 gives the KD term weight 0: the teacher runs for nothing and "

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from distill import dist
     from distill.objectives import Objective
 
-ObjectiveFactory = Callable[[Any, list[Any], "dist.DistEnv"], "Objective"]
+ObjectiveFactory = Callable[[Any, list[Any], "dist.DistEnv", GenerationConfig], "Objective"]
 
 
 @exit_on_input_error
@@ -26,7 +26,8 @@ def run_training(description: str, make_objective: ObjectiveFactory, extra_class
     """Parses ``ModelConfig, DataConfig, TrainConfig, GenerationConfig`` (+ ``extra_classes``), then trains.
 
     ``check_inputs(extra_configs)`` checks the method's own inputs (e.g. the teacher directory) before anything
-    loads; ``make_objective(tokenizer, extra_configs, env)`` builds what a step computes; ``teacher_of(extra_configs)``
+    loads; ``make_objective(tokenizer, extra_configs, env, gen)`` builds what a step computes (``gen``: the run's
+    GenerationConfig); ``teacher_of(extra_configs)``
     names the teacher (a distill.models.TeacherSpec), which the trainer loads and places.
     """
     model_cfg, data_cfg, train_cfg, gen_cfg, *extra = parse_configs(
@@ -115,7 +116,7 @@ def _train(make_objective: ObjectiveFactory, model_cfg: ModelConfig, data_cfg: D
     if model_cfg.peft == "lora":
         model = apply_lora(model, model_cfg.peft_lora_r, model_cfg.peft_lora_alpha, model_cfg.peft_lora_dropout,
                            model_cfg.peft_path)
-    objective = make_objective(tokenizer, extra, env)
+    objective = make_objective(tokenizer, extra, env, gen_cfg)
     trainer = Trainer(model=model, tokenizer=tokenizer, objective=objective, train=train_cfg, data=data_cfg,
                       gen=gen_cfg, model_cfg=model_cfg, env=env, extra_config=to_dict(*extra) if extra else None,
                       first_line=hardware.run_line(precisions, hw), warnings=notes, teacher=teacher)

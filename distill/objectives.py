@@ -110,13 +110,15 @@ class StepContext:
     ``step``: optimizer steps done before this one; ``total_steps``; ``epoch`` (fractional, of the training data);
     ``stage``: the run's index in a staged plan (``--stage``, 0 otherwise); ``rng``: a torch.Generator seeded per
     rank whose state every checkpoint keeps; ``student``: the model being trained (the engine: forward with
-    gradient); ``teacher``: the frozen teacher placed by the trainer, or None; ``training``: False in evaluation."""
+    gradient); ``teacher``: the frozen teacher placed by the trainer, or None; ``training``: False in evaluation;
+    ``max_length``: the run's --max-length (prompt + response tokens of a training row)."""
 
     def __init__(self, *, step: int, total_steps: int, epoch: float, stage: int, rng: torch.Generator,
                  student: nn.Module, teacher: Optional[nn.Module], tokenizer: Any, device: torch.device,
-                 training: bool = True,
+                 training: bool = True, max_length: Optional[int] = None,
                  policy: Optional[Callable[[str], contextlib.AbstractContextManager[nn.Module]]] = None):
         self.step, self.total_steps, self.epoch, self.stage = step, total_steps, epoch, stage
+        self.max_length = max_length
         self.rng, self.student, self.teacher, self.tokenizer, self.device = rng, student, teacher, tokenizer, device
         self.training = training
         self._policy = policy
@@ -246,6 +248,62 @@ class KDObjective(Objective):
     def combine(self, means: Mapping[str, torch.Tensor], ctx: StepContext) -> torch.Tensor:
         r = self.cfg.kd_ratio
         return (1.0 - r) * means["ce"] + r * means["kd"]
+
+
+class SeqKDObjective(KDObjective):
+    """Sequence-level KD in the step (``--seqkd``): in ``prepare`` the teacher answers each micro-batch's prompts
+    (``ctx.generate(which="teacher")``: eval mode, ZeRO-3 gathered, sampled from the checkpointed ``ctx.rng``), and
+    the batch becomes prompt + the teacher's answer + EOS, with the loss on the answer. Then the KD objective on that
+    text: ``(1 - kd_ratio) * CE + kd_ratio * divergence`` — ``kd_ratio`` 0 is pure SeqKD (Kim & Rush), above it
+    SeqKD plus word-level KD. The counts are those of the generated answers (counted after preparation). The
+    off-line form — answers generated once, then SFT — is distill/seqkd.py's data generation."""
+
+    def __init__(self, cfg: "DistillConfig", vocab_size: int, tokenizer: Any, gen: Any):
+        super().__init__(cfg, vocab_size)
+        self.tokenizer, self.gen = tokenizer, gen
+        # Without the divergence (pure SeqKD) the teacher only generates: no second forward, no "kd" term.
+        self.teacher_needs = Needs() if cfg.kd_ratio > 0 else None
+        self.terms = ("ce", "kd") if cfg.kd_ratio > 0 else ("ce",)
+        self.generated_tokens = 0  # answer tokens generated so far (logged by the tests; kept on resume)
+
+    def prepare(self, micro_batches: list[dict[str, torch.Tensor]], ctx: StepContext) -> list[dict[str, torch.Tensor]]:
+        import dataclasses
+
+        from data_utils.datasets import left_padded, prompts_of, response_batch
+
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        out = []
+        for mb in micro_batches:
+            prompts = prompts_of(mb)
+            gen = self.gen
+            if ctx.max_length is not None:  # the answer must fit in a training row with its prompt and EOS
+                room = ctx.max_length - max(len(p) for p in prompts) - 1
+                gen = dataclasses.replace(gen, max_new_tokens=max(1, min(gen.max_new_tokens, room)))
+            prompt_batch = left_padded(prompts, pad)
+            answers = ctx.generate(prompt_batch["input_ids"].to(ctx.device),
+                                   prompt_batch["attention_mask"].to(ctx.device), gen, which="teacher")
+            self.generated_tokens += sum(len(a) for a in answers)
+            out.append(response_batch([(p, a + [eos]) for p, a in zip(prompts, answers)], pad, ctx.max_length))
+        return out
+
+    def counts(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        out = super().counts(batch)
+        return {k: out[k] for k in self.terms}
+
+    def sums(self, student: Outputs, teacher: Optional[Outputs], batch: Mapping[str, torch.Tensor],
+             ctx: StepContext) -> dict[str, torch.Tensor]:
+        if self.teacher_needs is None:
+            return {"ce": ce_sum(student.logits, batch["labels"])}
+        return super().sums(student, teacher, batch, ctx)
+
+    def combine(self, means: Mapping[str, torch.Tensor], ctx: StepContext) -> torch.Tensor:
+        return super().combine(means, ctx) if "kd" in self.terms else means["ce"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generated_tokens": self.generated_tokens}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generated_tokens = int(state.get("generated_tokens", 0))
 
 
 # ----------------------------------------------------------------------------------------------------------------

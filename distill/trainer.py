@@ -307,7 +307,8 @@ class Trainer:
         return StepContext(step=self.step, total_steps=self.total_iters, epoch=self.stream.epoch,
                            stage=self.train_cfg.stage, rng=self.objective_rng,
                            student=self.engine if training else self.student, teacher=self.teacher,
-                           tokenizer=self.tokenizer, device=self.env.device, training=training, policy=self._policy)
+                           tokenizer=self.tokenizer, device=self.env.device, training=training,
+                           max_length=self.data_cfg.max_length, policy=self._policy)
 
     @contextlib.contextmanager
     def _policy(self, which: str) -> Iterator[nn.Module]:

@@ -23,34 +23,9 @@ from torch import nn
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_utils.datasets import IGNORE_INDEX
+from data_utils.datasets import left_padded, prompts_of, response_batch
 from distill.config import DistillConfig, GenerationConfig
 from distill.objectives import Needs, Objective, Outputs, SFTObjective, StepContext, ce_sum, response_mask
-
-
-def prompts_of(batch: Mapping[str, torch.Tensor]) -> list[list[int]]:
-    """Each row's prompt tokens: up to and including the position that predicts the first response token."""
-    out = []
-    for ids, labels, attn in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
-        loss_at = (labels != IGNORE_INDEX).nonzero()
-        end = int(loss_at[0]) + 1 if len(loss_at) else int(attn.sum())  # no response left: the whole row
-        out.append(ids[:end].tolist())
-    return out
-
-
-def right_padded(sequences: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
-    """A pre-shifted training batch from (prompt, response) pairs: loss on the response tokens only."""
-    rows = [p + r for p, r in sequences]
-    width = max(len(r) for r in rows) - 1
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for b, ((p, r), row) in enumerate(zip(sequences, rows)):
-        n = len(row) - 1
-        input_ids[b, :n] = torch.tensor(row[:-1])
-        mask[b, :n] = 1
-        labels[b, len(p) - 1: n] = torch.tensor(row[len(p):])
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
 
 
 class GeneratedSFT(SFTObjective):
@@ -68,20 +43,15 @@ class GeneratedSFT(SFTObjective):
         pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
         for mb in micro_batches:
             prompts = prompts_of(mb)
-            width = max(len(p) for p in prompts)
-            ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-            attn = torch.zeros_like(ids)
-            for b, p in enumerate(prompts):
-                ids[b, width - len(p):] = torch.tensor(p)
-                attn[b, width - len(p):] = 1
-            answers = ctx.generate(ids.to(ctx.device), attn.to(ctx.device), self.gen)
+            batch = left_padded(prompts, pad)
+            answers = ctx.generate(batch["input_ids"].to(ctx.device), batch["attention_mask"].to(ctx.device), self.gen)
             fresh = [(p, a + [eos]) for p, a in zip(prompts, answers)]
             pairs = list(fresh)
             if self.replay and self.buffer:  # one replayed answer, chosen with the checkpointed generator
                 pairs.append(self.buffer[int(torch.randint(len(self.buffer), (1,), generator=ctx.rng))])
             self.buffer = (self.buffer + fresh)[-self.capacity:]
             self.prepared += 1
-            out.append(right_padded(pairs, pad))
+            out.append(response_batch(pairs, pad))
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -135,7 +105,7 @@ def main(which: str, argv: list[str], do_sample: bool = True, replay: bool = Tru
     import train_distill
     from distill.entry import run_training
 
-    def make(tokenizer: Any, extra: list[Any], env: Any) -> Objective:
+    def make(tokenizer: Any, extra: list[Any], env: Any, gen: Any) -> Objective:
         (cfg,) = extra
         if which == "generated":
             return GeneratedSFT(tokenizer, do_sample=do_sample, replay=replay)

@@ -51,7 +51,7 @@ def train(objective, model: Path, data: Path, save: Path, ds: str, *extra: str):
     args = tiny_train_args(model, data, save, "--lr-schedule", "constant", "--lr", "1e-3", "--batch-size", "4",
                            *extra)
     args[args.index("--deepspeed-config") + 1] = str(REPO_ROOT / "configs" / "deepspeed" / f"{ds}.json")
-    return run_training("test", lambda tok, extra_cfgs, env: objective, argv=args)
+    return run_training("test", lambda tok, extra_cfgs, env, gen: objective, argv=args)
 
 
 def weights(ckpt: Path) -> dict[str, torch.Tensor]:

@@ -189,7 +189,7 @@ def test_training_warns_on_data_without_fingerprint(prov: dict, tmp_path: Path) 
 def test_evaluation_and_seqkd_refuse_other_tokenizer_data(prov: dict, tmp_path: Path, in_process, no_model_load,
                                                           capsys: pytest.CaptureFixture) -> None:
     from distill.evaluation import main as evaluate_main
-    from tools.generate_data import check_tokenizer_matches
+    from distill.seqkd import check_tokenizer_matches
 
     with pytest.raises(SystemExit) as e:
         evaluate_main(["--model-path", str(prov["student"]), "--data-dir", str(prov["theirs"]),

@@ -16,7 +16,7 @@ from distill.config import GenerationConfig
 from distill.generation import generate_split
 from distill.models import load_model, load_tokenizer
 from tests.conftest import REPO_ROOT, process_raw, tiny_train_args
-from tools import generate_data as gd
+from distill import seqkd as gd
 
 # 20 prompts in parts of 8 (8, 8, 4), batches of 4: part boundaries fall on batch boundaries, so the tool's batches
 # are exactly those of one generate_split call over the first 20 examples.
@@ -367,3 +367,60 @@ def test_launchers_chain_generate_process_train(family: str, tmp_path: Path, sub
         assert Path(train["--data-dir"]) == pseudo and Path(train["--model-path"]) == base / "checkpoints" / student
         assert Path(train["--save"]) == base / "results" / family / "train" / "seqkd" / f"{student}-{teacher}"
         assert Path(train["--deepspeed-config"]).name == f"{ds_name}.json"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# SeqKD in the step: train_distill.py --seqkd (distill/objectives.py SeqKDObjective)
+
+
+def test_seqkd_in_the_step_trains_on_the_teachers_answers(tiny_models: dict, processed_tiny: Path, tmp_path: Path,
+                                                          in_process) -> None:
+    """Step 1's logged CE is the untrained student's token-mean CE on what the teacher answers (greedy) to the
+    step-1 batch's prompts — computed here from generate_batch and a plain F.cross_entropy, not the objective."""
+    import torch.nn.functional as F
+
+    import train_distill
+    from data_utils.datasets import LMCollator, left_padded, prompts_of, response_batch
+    from distill.generation import generate_batch
+    from distill.trainer import MicroBatchStream
+    from tests.conftest import read_metrics
+
+    student, teacher = tiny_models["gpt2"]["student"], tiny_models["gpt2"]["teacher"]
+    save = tmp_path / "seqkd"
+    argv = tiny_train_args(student, processed_tiny, save, "--teacher-model-path", str(teacher), "--seqkd",
+                           "--kd-ratio", "0", "--no-gen-do-sample", "--gen-max-new-tokens", "6", "--total-iters", "2",
+                           "--batch-size", "4", "--dev-num", "4", "--eval-batch-size", "4")
+    train_distill.main(argv)
+    tok = load_tokenizer(str(student))
+    train_set = InstructionDataset(processed_tiny, "train")
+    items = next(MicroBatchStream(train_set, lambda x: x, 4, seed=10, rank=0, world_size=1))
+    batch = LMCollator(tok.pad_token_id, tok.eos_token_id, 128)(items)
+    prompts = prompts_of(batch)
+    prompt_batch = left_padded(prompts, tok.pad_token_id)
+    answers = generate_batch(load_model(str(teacher)).eval(), tok, prompt_batch["input_ids"],
+                             prompt_batch["attention_mask"], GenerationConfig(max_new_tokens=6))
+    assert any(answers)
+    target = response_batch([(p, a + [tok.eos_token_id]) for p, a in zip(prompts, answers)], tok.pad_token_id)
+    with torch.no_grad():
+        logits = load_model(str(student))(input_ids=target["input_ids"]).logits
+    mask = target["labels"] != -100
+    want = float(F.cross_entropy(logits[mask].double(), target["labels"][mask]))
+    assert int(mask.sum()) == sum(len(a) + 1 for a in answers)  # the answers and their EOS, nothing of the prompt
+    step1 = next(m for m in read_metrics(save) if m["step"] == 1 and "train/ce" in m)
+    assert step1["train/ce"] == pytest.approx(want, abs=1e-4)
+    assert "train/kd" not in step1 and (save / "2" / "model.safetensors").is_file()  # pure SeqKD: CE only
+
+
+def test_seqkd_with_word_level_kd_has_both_terms(tiny_models: dict, processed_tiny: Path, tmp_path: Path,
+                                                in_process) -> None:
+    import train_distill
+    from tests.conftest import read_metrics
+
+    save = tmp_path / "seqkd_kd"
+    train_distill.main(tiny_train_args(tiny_models["gpt2"]["student"], processed_tiny, save, "--teacher-model-path",
+                                       str(tiny_models["gpt2"]["teacher"]), "--seqkd", "--kd-ratio", "0.5",
+                                       "--gen-max-new-tokens", "4", "--total-iters", "2", "--batch-size", "4",
+                                       "--dev-num", "4", "--eval-batch-size", "4"))
+    step1 = next(m for m in read_metrics(save) if m["step"] == 1 and "train/ce" in m)
+    assert step1["train/loss"] == pytest.approx(0.5 * step1["train/ce"] + 0.5 * step1["train/kd"], rel=1e-5)
+    assert step1["train/kd"] > 0
