@@ -11,12 +11,14 @@ Launch scripts: scripts/<family>/kd/*.sh.
 """
 from distill.config import DistillConfig
 from distill.entry import run_training
-from distill.inputs import check_model_dir
+from distill.inputs import check_max_length, check_model_dir
 
 
-def check_inputs(extra):
+def check_inputs(extra, data=None):
     (cfg,) = extra
     check_model_dir(cfg.teacher_model_path, "--teacher-model-path")
+    if data is not None:  # the teacher reads the same rows
+        check_max_length(cfg.teacher_model_path, data.max_length, "--teacher-model-path")
 
 
 def teacher_of(extra):

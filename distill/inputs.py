@@ -233,6 +233,27 @@ def model_type(path: str) -> str:
         raise InputError(f"{src / 'config.json'}: no readable model_type ({e}); pass --model-type") from None
 
 
+#: Families whose position table is learned: a row past its end does not exist (rotary families extrapolate).
+LEARNED_POSITIONS = {"gpt2": "n_positions", "opt": "max_position_embeddings"}
+
+
+def check_max_length(path: Optional[str], max_length: int, flag: str = "--model-path") -> None:
+    """A training row of ``max_length`` tokens must fit the model's learned position table (GPT-2, OPT), or the first
+    long batch would fail deep inside the model; one line naming both values instead, before anything loads."""
+    if path is None:
+        return
+    src = Path(adapter_base(path) if is_adapter_dir(path) else path)
+    try:
+        cfg = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # check_model_dir reports an unreadable config
+    key = LEARNED_POSITIONS.get(str(cfg.get("model_type")))
+    limit = cfg.get(key) if key else None
+    if isinstance(limit, int) and max_length > limit:
+        raise InputError(f"--max-length {max_length} is more than {flag} {path} has positions ({key} {limit}); "
+                         f"use --max-length {limit} or less")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """``python -m distill.inputs DIR [--flag NAME] [--trust-remote-code]``: :func:`check_model_dir` for launch
     scripts, so a bad checkpoint is one line and exit code 2 before torchrun starts any process."""

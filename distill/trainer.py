@@ -448,7 +448,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ evaluate ---
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
-        """Validation loss of every objective term and, with --eval-gen, Rouge-L of greedy generations."""
+        """Validation loss of every objective term and, with --eval-gen, Rouge-L of generations decoded with the run's
+        GenerationConfig (greedy unless --do-sample)."""
         model = self.student
         module = self.engine.module  # the student, with the objective's modules when it has some
         was_training = module.training

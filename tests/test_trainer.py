@@ -331,7 +331,8 @@ def test_lora_trains_and_saves_only_the_adapter(tiny_models: dict, processed_tin
 # bad inputs: one line, exit status 2, nothing written
 
 
-@pytest.mark.parametrize("case", ["missing data", "missing model", "epochs 0", "no model path", "no data dir"])
+@pytest.mark.parametrize("case", ["missing data", "missing model", "epochs 0", "no model path", "no data dir",
+                                  "too long"])
 def test_bad_inputs_stop_with_one_line(case: str, tiny_models: dict, processed_tiny: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     student, save = tiny_models["gpt2"]["student"], tmp_path / "run"
@@ -346,6 +347,9 @@ def test_bad_inputs_stop_with_one_line(case: str, tiny_models: dict, processed_t
         "no data dir": (tiny_train_args(student, processed_tiny, save, "--total-iters", "1")[:2]
                         + tiny_train_args(student, processed_tiny, save, "--total-iters", "1")[4:],
                         ["--data-dir", "required", "process_data_dolly"]),
+        # the tiny GPT-2 has 512 learned positions: a 600-token row would fail inside the model
+        "too long": (tiny_train_args(student, processed_tiny, save, "--total-iters", "1", "--max-length", "600"),
+                     ["--max-length 600", "n_positions 512", "--max-length 512 or less"]),
     }[case]
     with pytest.raises(SystemExit) as e:
         train_sft.main(argv)

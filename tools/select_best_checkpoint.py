@@ -1,7 +1,10 @@
 """Picks the best checkpoint of a training run by validation Rouge-L and points ``<run>/best`` at it.
 
 Uses the Rouge-L each checkpoint got during training (``metrics.jsonl``, written with --eval-gen); checkpoints
-without one are scored now by greedy generation on ``--data-dir``'s validation split.
+without one are scored now by generation on ``--data-dir``'s validation split (greedy unless ``--do-sample``; every
+decoding option of the evaluation, ``--no-repeat-ngram-size`` and ``--repetition-penalty`` included). The choice is the
+trainer's own rule (distill/summary.py ``is_better``): highest Rouge-L, the earliest step among equals, never a
+non-finite score.
 
     python tools/select_best_checkpoint.py results/gpt2/train/sft/gpt2-base [--data-dir processed_data/dolly/full/gpt2]
 """
@@ -14,7 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.config import GenerationConfig, InputError, exit_on_input_error  # noqa: E402
+from distill.config import (GenerationConfig, InputError, add_dataclass_arguments, exit_on_input_error,  # noqa: E402
+                            from_namespace)
+from distill.summary import is_better  # noqa: E402
 from distill.trainer import complete_checkpoints, write_best  # noqa: E402
 
 
@@ -50,8 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="training output directory (the --save of train_sft.py / train_distill.py)")
     parser.add_argument("--data-dir", help="processed data whose validation split scores unscored checkpoints")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--max-prompt-length", type=int, default=256)
+    add_dataclass_arguments(parser, GenerationConfig)
     args = parser.parse_args(argv)
     run = Path(args.run)
     steps = complete_checkpoints(run)
@@ -61,15 +66,20 @@ def main(argv: list[str] | None = None) -> dict:
     missing = [s for s in steps if s not in scores]
     if missing and args.data_dir is None:
         raise InputError(f"{run}: steps {missing} have no logged Rouge-L; pass --data-dir to score them")
-    gen = GenerationConfig(max_new_tokens=args.max_new_tokens)
+    gen = from_namespace(GenerationConfig, args)
     for s in missing:
         scores[s] = score_checkpoint(run / str(s), args.data_dir, gen, args.max_prompt_length)
     for s in sorted(scores):
         print(f"step {s:>8}  Rouge-L {scores[s]:6.2f}")
-    best_step = max(sorted(scores), key=lambda s: scores[s])  # earliest among equals
-    best = {"step": best_step, "metric": "valid/rougeL", "value": scores[best_step], "path": str(run / str(best_step))}
+    best: dict = {}
+    for s in sorted(scores):
+        candidate = {"step": s, "metric": "valid/rougeL", "value": scores[s], "path": str(run / str(s))}
+        if is_better(candidate, best):
+            best = candidate
+    if not best:
+        raise InputError(f"{run}: no checkpoint has a finite Rouge-L; nothing to choose")
     write_best(run, best)
-    print(f"best: step {best_step} (Rouge-L {scores[best_step]:.2f}) -> {run / 'best'}")
+    print(f"best: step {best['step']} (Rouge-L {best['value']:.2f}) -> {run / 'best'}")
     return best
 
 
