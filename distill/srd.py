@@ -13,12 +13,16 @@ SRD is a data layer in front of any white-box KD loss:
    parts (cumulative), and only ``keep_stages`` stages are trained, so the hardest parts are never used
    (:func:`part_sizes`, :func:`stage_index_lists`, :func:`write_stage_data`).
 4. **Curriculum** — stage after stage, each from the previous stage's checkpoint, with a rising KD temperature
-   (:func:`temperature_schedule`); the orchestration lives in ``tools/srd_run.py``.
+   (:func:`temperature_schedule`) and a schedule of its own (``distill/srd_plan.py``); the runner is
+   ``distill/srd_runner.py`` (``tools/srd_run.py``).
 
-Conventions: ranks are 1-based; tied metric values share the *average* of the positions they span (fractional
-ranking), so a tie never favours the lower index within one metric; after fusion, equal scores are ordered by example
-index, which makes the easy -> hard order fully deterministic. A missing loss (an example with no target token left
-after truncation) ranks after every measured one.
+Conventions: ranks are 1-based. Two tie orders (``ties``): ``average`` (the default) — tied metric values share the
+*average* of the positions they span (fractional ranking), so a tie never favours the lower index within one metric,
+and after fusion equal scores are ordered by example index; ``stable`` — the release's ``tools/rank.py``: three
+stable sorts one after the other (Rouge-L high -> low over the file order, loss low -> high over that, the fused score
+high -> low over that), ranks are positions, so a tie keeps the order the previous sort left (:func:`stable_ranking`).
+Either way the easy -> hard order is fully deterministic. A missing loss (an example with no target token left after
+truncation) ranks after every measured one.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ import numpy as np
 
 # No torch at import (the reflection imports it when it runs): the runner's and the reflection's --help and input
 # errors answer at once. write_json_atomic, read_jsonl and settings_conflict are also used as srd.<name>
-# (tools/srd_run.py, the tests).
+# (distill/srd_runner.py, the tests).
 from data_utils.atomic import build_dir, write_json_atomic, write_jsonl_atomic  # noqa: F401
 from data_utils.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 from data_utils.splits import require_split, split_prefix
@@ -49,6 +53,7 @@ if TYPE_CHECKING:
     from distill import dist
 
 RANK_BY = ("rrf", "rouge", "loss")
+RANK_TIES = ("average", "stable")
 REFLECTION_FILE = "reflection.jsonl"
 REFLECTION_PARTS = "reflection_parts"
 RANKING_FILE = "ranking.jsonl"
@@ -87,27 +92,58 @@ def rrf_scores(rank_lists: Sequence[Sequence[float]], k: float) -> list[float]:
     return [sum(1.0 / (k + r[i]) for r in rank_lists) for i in range(n)]
 
 
+def stable_ranking(rouge: Sequence[float], loss: Sequence[Optional[float]], rank_by: str = "rrf",
+                   k: float = 60.0) -> tuple[list[float], list[float], list[float], list[int]]:
+    """The release's ranking (``tools/rank.py`` of the SRD code): ``(rank_rouge, rank_loss, score, order)``.
+
+    Three stable sorts, each of the list the previous one left: by Rouge-L high -> low (over the file order), by loss
+    low -> high, by the fused score high -> low; a metric's rank is the 1-based position after its sort. So tied
+    Rouge-L values keep the file order, tied losses the Rouge-L order, and tied scores the loss order. A missing loss
+    sorts after every measured one.
+    """
+    n = len(rouge)
+    by_rouge = sorted(range(n), key=lambda i: -float(rouge[i]))  # sorted() is stable
+    r_rouge = [0.0] * n
+    for pos, i in enumerate(by_rouge):
+        r_rouge[i] = float(pos + 1)
+    by_loss = sorted(by_rouge, key=lambda i: (loss[i] is None, 0.0 if loss[i] is None else float(loss[i])))
+    r_loss = [0.0] * n
+    for pos, i in enumerate(by_loss):
+        r_loss[i] = float(pos + 1)
+    used = {"rrf": [r_rouge, r_loss], "rouge": [r_rouge], "loss": [r_loss]}[rank_by]
+    score = rrf_scores(used, k)
+    order = sorted(by_loss, key=lambda i: -score[i])
+    return r_rouge, r_loss, score, order
+
+
 def rank_examples(rouge: Sequence[float], loss: Sequence[Optional[float]], rank_by: str = "rrf",
-                  k: float = 60.0) -> list[dict[str, Any]]:
+                  k: float = 60.0, ties: str = "average") -> list[dict[str, Any]]:
     """Examples sorted easy -> hard: ``[{"index", "rank_rouge", "rank_loss", "score"}]``.
 
     ``rank_by``: ``rouge`` (Rouge-L alone), ``loss`` (loss alone) or ``rrf`` (both, fused). The score is the fused
-    reciprocal rank of the chosen metric(s); equal scores keep example-index order.
+    reciprocal rank of the chosen metric(s). ``ties``: ``average`` — tied values share their mean rank and equal
+    scores keep example-index order; ``stable`` — the release's chain of stable sorts (:func:`stable_ranking`).
     """
     if rank_by not in RANK_BY:
         raise ValueError(f"--rank-by must be one of {', '.join(RANK_BY)}, got {rank_by!r}")
+    if ties not in RANK_TIES:
+        raise ValueError(f"--rank-ties must be one of {', '.join(RANK_TIES)}, got {ties!r}")
     if len(rouge) != len(loss):
         raise ValueError(f"{len(rouge)} Rouge-L values but {len(loss)} losses")
-    r_rouge = fractional_ranks(rouge, higher_is_easier=True)
-    r_loss = fractional_ranks(loss, higher_is_easier=False)
-    used = {"rrf": [r_rouge, r_loss], "rouge": [r_rouge], "loss": [r_loss]}[rank_by]
-    score = rrf_scores(used, k)
-    order = sorted(range(len(rouge)), key=lambda i: (-score[i], i))
+    if ties == "stable":
+        r_rouge, r_loss, score, order = stable_ranking(rouge, loss, rank_by, k)
+    else:
+        r_rouge = fractional_ranks(rouge, higher_is_easier=True)
+        r_loss = fractional_ranks(loss, higher_is_easier=False)
+        used = {"rrf": [r_rouge, r_loss], "rouge": [r_rouge], "loss": [r_loss]}[rank_by]
+        score = rrf_scores(used, k)
+        order = sorted(range(len(rouge)), key=lambda i: (-score[i], i))
     return [{"index": i, "rank_rouge": r_rouge[i], "rank_loss": r_loss[i], "score": score[i]} for i in order]
 
 
 def stratified_ranking(rouge: Sequence[float], loss: Sequence[Optional[float]], groups: Sequence[str],
-                       num_parts: int, rank_by: str = "rrf", k: float = 60.0) -> tuple[list[dict[str, Any]], list[int]]:
+                       num_parts: int, rank_by: str = "rrf", k: float = 60.0,
+                       ties: str = "average") -> tuple[list[dict[str, Any]], list[int]]:
     """Rank within each group and cut every group into ``num_parts`` parts of its own: ``(ranked, sizes)``.
 
     Part ``p`` of the whole is the union of the groups' parts ``p``, so every group keeps the same share of its
@@ -125,7 +161,7 @@ def stratified_ranking(rouge: Sequence[float], loss: Sequence[Optional[float]], 
         members.setdefault(g, []).append(i)
     keyed = []
     for g, idx in sorted(members.items()):
-        ranked = rank_examples([rouge[i] for i in idx], [loss[i] for i in idx], rank_by, k)
+        ranked = rank_examples([rouge[i] for i in idx], [loss[i] for i in idx], rank_by, k, ties)
         part_of = np.repeat(np.arange(num_parts), _split(len(idx), num_parts))
         for pos, r in enumerate(ranked):
             keyed.append(((int(part_of[pos]), (pos + 0.5) / len(idx), idx[r["index"]]),
@@ -180,13 +216,13 @@ def stage_index_lists(order: Sequence[int], num_stages: int, keep_stages: Option
 
 def temperature_schedule(num_trained: int, temperatures: Optional[Sequence[float]] = None, start: float = 1.0,
                          end: float = 2.0) -> list[float]:
-    """KD temperature of each trained stage: ``temperatures`` as given (one per stage), else linear start -> end
-    (a single stage gets ``start``)."""
+    """KD temperature of each trained stage: ``temperatures`` as given (one per stage, or one for all), else linear
+    start -> end (a single stage gets ``start``)."""
     if temperatures is not None:
-        if len(temperatures) != num_trained:
+        if len(temperatures) not in (1, num_trained):
             raise ValueError(f"--temperatures has {len(temperatures)} values but {num_trained} stages are trained "
-                             f"(--keep-stages); give one per trained stage")
-        out = [float(t) for t in temperatures]
+                             f"(--num-stages/--keep-stages); give one for all or one per trained stage")
+        out = [float(t) for t in temperatures] * (num_trained if len(temperatures) == 1 else 1)
     elif num_trained == 1:
         out = [float(start)]
     else:

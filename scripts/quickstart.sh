@@ -87,10 +87,14 @@ kd_fkl_selective() {
 # scores Rouge-L 0), so these two rows start from the SFT student above (standing in for a pretrained student) and
 # distil more: plain tfkl for KD_EPOCHS epochs on all examples, and SRD with the same number of optimizer steps split
 # evenly over its 3 stages (25/50/75 % of the data, easy -> hard, tau 1 -> 1.5 -> 2). SRD's time includes its
-# reflection. See docs/srd.md.
+# reflection. See docs/srd.md. The SRD launcher defaults to the SRD release's recipe; this row keeps the quick start's
+# own (SRD_PINNED): the optimisation flags above, one kd-ratio for all stages, cosine to 0, greedy validation at the
+# end of each stage only, and a greedy reflection ranked with average ties.
 KD_EPOCHS=${KD_EPOCHS:-1}
 TRAIN_EXAMPLES=$(wc -l < data/synth/train.jsonl)
 SRD_STAGE_ITERS=$(( ( (TRAIN_EXAMPLES + BATCH - 1) / BATCH * KD_EPOCHS + 2 ) / 3 ))
+SRD_PINNED=(--kd-ratio 0.5 --lr-min 0 --no-do-sample --eval-interval 0 --save-interval 0 --rank-ties average
+            --reflect-temperature 0 --reflect-no-repeat-ngram-size 0)
 FROM_SFT_ENV=(CKPT="$QS_DIR/sft-student/best" TEACHER_CKPT="$QS_DIR/sft-teacher/best" DATA_DIR="$DATA" DS_CONFIG="$DS"
               GPUS_PER_NODE=1)
 kd_tfkl() {  # its validation Rouge-L is the baseline in SRD's report, so it finishes before SRD starts
@@ -101,7 +105,7 @@ srd_tfkl() {
     stage srd-tfkl "$QS_DIR/srd-tfkl/best"  env "${FROM_SFT_ENV[@]}" SAVE_PATH="$QS_DIR/srd-tfkl" \
         SRD_DIR="$QS_DIR/srd-data" BASELINE_DIR="$QS_DIR/kd-tfkl" \
         bash scripts/${FAMILY}/srd/train_0.1B_1.5B.sh "${COMMON[@]}" --stage-iters "$SRD_STAGE_ITERS" --type tfkl \
-        --kd-ratio 0.5 --launcher fork  # one process: its reflection and stages fork from a server that imported once
+        "${SRD_PINNED[@]}" --launcher fork  # one process: reflection and stages fork from a server that imported once
 }
 # Every model through the evaluation launcher: greedy, Rouge-L and exact match on the 500 validation examples.
 evaluate() {

@@ -7,9 +7,10 @@
 * SRD reflection (tools/srd_reflect.py): killed while its parts are being written, restarted; the assembled
   reflection equals an uninterrupted one's.
 
-Each run is a process forked from a fork server that imported the training stack once (as ``tools/srd_run.py
---launcher fork`` starts its steps), so a kill is a real process dying mid-write, without an interpreter start-up per
-attempt. ``CHAOS_SEED`` (environment) picks other moments: ``CHAOS_SEED=7 python -m pytest tests/test_chaos.py``.
+Each run is a process forked from a fork server that imported the training stack once (as the SRD runner's
+``--launcher fork`` starts its steps, distill/srd_runner.py), so a kill is a real process dying mid-write, without an
+interpreter start-up per attempt. ``CHAOS_SEED`` (environment) picks other moments:
+``CHAOS_SEED=7 python -m pytest tests/test_chaos.py``.
 """
 from __future__ import annotations
 
@@ -24,9 +25,8 @@ from typing import Callable, Iterator
 
 import pytest
 
+from distill import srd_runner as srd_run  # its fork launcher's child side and preload list
 from tests.conftest import tiny_train_args
-
-srd_run = pytest.importorskip("tools.srd_run")
 
 SEED = int(os.environ.get("CHAOS_SEED", "0"))
 STATE_FILE = "trainer_state.json"

@@ -6,12 +6,13 @@
     torchrun --nproc_per_node 8 tools/srd_reflect.py ...          # generation and scoring are sharded over ranks
 
 Writes ``<srd-dir>/reflection.jsonl``, one record per training example in order: ``index``, ``rougeL`` (0..100, the
-student's greedy answer against the references), ``loss`` (the student's mean token cross-entropy on the ground-truth
+student's answer against the references), ``loss`` (the student's mean token cross-entropy on the ground-truth
 response; null when truncation left no target token), ``response``, ``num_tokens``, ``loss_tokens``. Resumable: the
 work is done in parts of ``--part-size`` examples (``<srd-dir>/reflection_parts/part_XXXXX.jsonl``, each written
 atomically, with the settings in ``settings.json``); a restart with the same settings skips finished parts, other
-settings stop with an error. Decoding is greedy unless ``--do-sample`` (``--temperature``, ``--top-p``, ``--top-k``).
-Normally started by ``tools/srd_run.py``; see docs/srd.md.
+settings stop with an error. Decoding is greedy unless ``--do-sample`` (``--temperature``, ``--top-p``, ``--top-k``,
+``--no-repeat-ngram-size``). Normally started by ``tools/srd_run.py``, which samples at the release's temperature 0.01
+with ``--no-repeat-ngram-size 6``; see docs/srd.md. The command line of :func:`distill.srd.reflect_main`.
 """
 import sys
 from pathlib import Path

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                          f"(--num-stages {args.num_stages}, --keep-stages {args.keep_stages})")
     from distill.srd import temperature_schedule
     temperatures = temperature_schedule(stages, args.temperatures)
-    from tools.srd_run import run_stats  # noqa: E402  (imports the training stack; after the input checks)
+    from distill.srd_plan import run_stats  # noqa: E402
 
     out = Path(args.out).resolve()
     py = sys.executable
@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                "--keep-stages", str(stages), "--temperatures", *map(str, temperatures),
                *(["--stratify-by", args.stratify_by] if args.stratify_by else []),
                "--epochs", str(args.stage_epochs),
+               # The reflection these studies measured: greedy, no n-gram blocking (the runner now defaults to the
+               # release's T = 0.01 sampling with no_repeat_ngram_size 6).
+               "--reflect-temperature", "0", "--reflect-no-repeat-ngram-size", "0",
                "--srd-dir", str(out / "srd_data"), "--baseline-dir", str(plain / "train"), "--seed", str(seed),
                "--save", str(srd_save / "train")],
               srd_save / "train.log", srd_save / "train" / "srd_report.json", srd_save / "wall.json")
