@@ -483,12 +483,18 @@ class Trainer:
         metrics = {f"valid/{k}": v for j, (k, v) in enumerate(means.items()) if red[len(names) + j] > 0}
         metrics["valid/loss"] = float(self.objective.combine({k: torch.tensor(v) for k, v in means.items()}, ctx))
         if self.train_cfg.eval_gen:
-            recs = generate_split(model, self.tokenizer, self.valid_set, self.gen_cfg, rank=self.env.rank,
-                                  world_size=self.env.world_size, device=self.env.device,
-                                  max_prompt_length=self.data_cfg.max_prompt_length,
-                                  synced_gpus=zero_stage(self.ds_config) == 3 and self.env.world_size > 1,
-                                  progress=lambda done, total: self.logger.note(
-                                      f"evaluating: generated {done}/{total} prompts"))
+            # Sampled validation (--do-sample) draws from its own seed (--seed and the step), inside a forked RNG:
+            # its draws neither depend on nor change the training streams (dropout), so evaluating more or less
+            # often leaves training as it was, and a step's scores do not depend on what ran before.
+            devices = [self.env.device] if self.env.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                recs = generate_split(model, self.tokenizer, self.valid_set, self.gen_cfg, rank=self.env.rank,
+                                      world_size=self.env.world_size, device=self.env.device,
+                                      max_prompt_length=self.data_cfg.max_prompt_length,
+                                      synced_gpus=zero_stage(self.ds_config) == 3 and self.env.world_size > 1,
+                                      seed=self.train_cfg.seed * 1_000_003 + step,
+                                      progress=lambda done, total: self.logger.note(
+                                          f"evaluating: generated {done}/{total} prompts"))
             from distill.metrics import compute_metrics  # here: rouge-score pulls in nltk and scipy (~2 s)
 
             scores = compute_metrics([r["response"] for r in recs],

@@ -374,3 +374,19 @@ def test_fp16_on_cpu_is_an_input_error(tiny_models: dict, processed_tiny: Path, 
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--deepspeed-config" in errors[0] and "fp16 needs a GPU" in errors[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_sampled_validation_has_its_own_seed(tiny_models: dict, processed_tiny: Path, tmp_path: Path) -> None:
+    """With --do-sample, step 2's validation samples the same answers whether or not step 1 was evaluated: its draws
+    come from --seed and the step, not from whatever the training RNG streams hold by then."""
+    common = ("--total-iters", "2", "--batch-size", "4", "--dev-num", "16", "--eval-batch-size", "16", "--eval-gen",
+              "--do-sample", "--top-k", "0", "--max-new-tokens", "12")
+    every, last = tmp_path / "every", tmp_path / "last"
+    train_sft.main(tiny_train_args(tiny_models["gpt2"]["student"], processed_tiny, every, *common,
+                                   "--eval-interval", "1"))
+    train_sft.main(tiny_train_args(tiny_models["gpt2"]["student"], processed_tiny, last, *common))
+    a = [m for m in eval_entries(every) if m["step"] == 2]
+    b = [m for m in eval_entries(last) if m["step"] == 2]
+    assert len(eval_entries(every)) == 2 and len(eval_entries(last)) == 1
+    assert a[0]["valid/gen_tokens"] == b[0]["valid/gen_tokens"] and a[0]["valid/rougeL"] == b[0]["valid/rougeL"]
+    assert max_abs_diff(weights(every / "2"), weights(last / "2")) == 0.0
