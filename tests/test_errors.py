@@ -360,7 +360,7 @@ def test_srd_run_passes_a_steps_input_error_code_through(tiny_models: dict, proc
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """A step that exits 2 (its bad input, said in its own line) makes the runner exit 2, not 1."""
-    from tools import srd_run
+    from distill import srd_runner as srd_run
 
     monkeypatch.setattr(srd_run, "make_launcher", lambda cfg: (lambda entry, argv: 2))
     argv = ["--num-stages", "2", "--srd-dir", str(tmp_path / "srd"), "--model-path",

@@ -488,7 +488,7 @@ def test_srd_runner_locks_its_directory_and_refuses_overwrite(tiny_models: dict,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
-    srd_run = pytest.importorskip("tools.srd_run")
+    from distill import srd_runner as srd_run
     from tests.test_srd import _run_argv
 
     def never(entry: str, argv: list[str]) -> int:
