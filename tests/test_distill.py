@@ -179,6 +179,13 @@ def test_language_modelling_loss_on_a_pretraining_corpus(trained_teacher: Path, 
     m = logged[-1]
     # --lm-coef left out: weight 1 with a corpus, as in the MiniLLM and DistiLLM code.
     assert m["train/loss"] == pytest.approx(0.5 * m["train/ce"] + 0.5 * m["train/kd"] + 1.0 * m["train/lm"], rel=1e-4)
+    # The KD variant (MiniLLM's pretraining term): the same step-1 batch and weights, another "lm" value
+    # (its formula against a plain reference: tests/test_objectives.py).
+    train_distill.main(kd_args(tiny_models["gpt2"]["student"], trained_teacher, processed_tiny, tmp_path / "kd_lm",
+                               "--total-iters", "1", "--lm-data-dir", str(lm_data), "--lm-kd-ratio", "0.5"))
+    kd_lm = next(m for m in read_metrics(tmp_path / "kd_lm") if "train/lm" in m)
+    assert kd_lm["train/ce"] == pytest.approx(logged[0]["train/ce"], rel=1e-6)
+    assert abs(kd_lm["train/lm"] - logged[0]["train/lm"]) > 1e-3
 
 
 def test_calibration_matches_a_direct_computation(trained_teacher: Path, processed_tiny: Path) -> None:
