@@ -38,7 +38,9 @@ from distill.summary import is_better, read_summary
 PLAN_FILE = "srd_plan.json"
 REPORT_FILE = "srd_report.json"
 #: Flags the runner sets per stage itself; given by the user they would be silently overridden, so they are refused.
-RUNNER_OWNED = ("--temperature-kld",)
+RUNNER_OWNED = {"--temperature-kld": "set per stage by the SRD temperature schedule; use --temperatures or "
+                                       "--temperature-start/--temperature-end instead",
+                "--stage": "the stage index, set by the runner for each stage"}
 #: Resumption is automatic; these are dropped from the pass-through flags.
 RESUME_FLAGS = ("--resume", "--no-resume", "--no-overwrite")
 #: The per-stage schedule: runner field -> the train_distill.py flag it sets in each stage.
@@ -238,7 +240,7 @@ def stage_argv(base: Sequence[str], *, stage: int, init: str, data_dir: str, sav
     else:
         out += ["--model-path", init]
     out += ["--data-dir", data_dir, "--save", save, "--temperature-kld", _flag_value(schedule["temperature"]),
-            "--eval-gen", "--run-name", run_name]
+            "--eval-gen", "--run-name", run_name, "--stage", str(stage)]  # --stage: the objective's ctx.stage
     for flag, value in schedule["flags"].items():
         out += [flag, _flag_value(value)]
     if resume:

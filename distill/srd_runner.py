@@ -222,10 +222,9 @@ def check_inputs(cfg: SRDConfig, args: TrainArgs, passthrough: Sequence[str]) ->
     if flag_given(passthrough, "--overwrite"):
         raise InputError(f"--overwrite: the SRD runner continues a run in --save by re-running the same command; "
                          f"to start over, delete {args.train.save} (and the reflection in --srd-dir, for a new one)")
-    for flag in RUNNER_OWNED:
+    for flag, why in RUNNER_OWNED.items():
         if flag_given(passthrough, flag):
-            raise InputError(f"{flag} is set per stage by the SRD temperature schedule; use --temperatures or "
-                             f"--temperature-start/--temperature-end instead")
+            raise InputError(f"{flag} is {why}")
     spec = DIVERGENCES[args.distill.type]
     if not spec.uses_temperature:
         temp_kinds = sorted(k for k, s in DIVERGENCES.items() if s.uses_temperature)

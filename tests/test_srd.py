@@ -602,8 +602,8 @@ def test_flags_split_between_runner_and_training() -> None:
                               schedule={"temperature": 1.5, "flags": {"--epochs": 3, "--kd-ratio": 0.9}}, resume=True,
                               peft_base="base", run_name="r-stage2")
     assert argv == ["--lr", "1", "--model-path", "base", "--peft-path", "run/stage_1/9", "--data-dir", "d2", "--save",
-                    "run/stage_2", "--temperature-kld", "1.5", "--eval-gen", "--run-name", "r-stage2", "--epochs",
-                    "3", "--kd-ratio", "0.9", "--resume"]
+                    "run/stage_2", "--temperature-kld", "1.5", "--eval-gen", "--run-name", "r-stage2", "--stage", "2",
+                    "--epochs", "3", "--kd-ratio", "0.9", "--resume"]
     assert srd_run.default_srd_dir("data/x", "results/a/run7/best") == Path("data/x/srd/run7")
 
 
