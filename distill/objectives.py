@@ -341,7 +341,11 @@ class WithPretraining(Objective):
         return self.inner.modules()
 
     def prepare(self, micro_batches: list[dict[str, torch.Tensor]], ctx: StepContext) -> list[dict[str, torch.Tensor]]:
-        return self.inner.prepare(micro_batches, ctx)
+        # The inner objective sees its own batches only; each pretraining batch goes back to its micro-batch after
+        # (an objective that makes new batches, e.g. from generations, would otherwise drop it).
+        lm = [mb.get(LM_BATCH) for mb in micro_batches]
+        inner = self.inner.prepare([{k: v for k, v in mb.items() if k != LM_BATCH} for mb in micro_batches], ctx)
+        return [mb if b is None else {**mb, LM_BATCH: b} for mb, b in zip(inner, lm)]
 
     def counts(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         lm = batch.get(LM_BATCH)

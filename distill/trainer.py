@@ -362,6 +362,9 @@ class Trainer:
         # The objective's no-grad work (generation, scoring, buffers) comes before counting, so the global
         # normalisation below covers the batches actually trained on.
         micro = self.objective.prepare(micro, ctx)
+        if len(micro) != gas:  # DeepSpeed's accumulation boundary counts on exactly gas micro-batches
+            raise RuntimeError(f"{type(self.objective).__name__}.prepare returned {len(micro)} micro-batches for "
+                               f"{gas}; it must return one per micro-batch it was given")
         counts = self._global_counts(micro)
         # DeepSpeed divides by its accumulation steps (micro-batches x pieces) and averages over ranks; undo both,
         # since every term is already normalised by its global count.

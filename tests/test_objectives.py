@@ -98,6 +98,24 @@ def test_pretraining_term_is_an_ordinary_term_with_a_kd_variant(tiny_models: dic
     assert obj.counts(plain)["lm"] == 0.0
 
 
+def test_the_pretraining_batch_survives_an_inner_objective_that_makes_new_batches() -> None:
+    class Rebuild(KDObjective):
+        def prepare(self, micro_batches, ctx):  # new dicts, as a generating objective makes them
+            return [{k: v.clone() for k, v in mb.items()} for mb in micro_batches]
+
+    cfg = DistillConfig(teacher_model_path="t")
+    obj = WithPretraining(Rebuild(cfg, 10), coef=1.0)
+    lm = {"input_ids": torch.ones(1, 3, dtype=torch.long), "labels": torch.ones(1, 3, dtype=torch.long),
+          "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    mbs = [{"input_ids": torch.zeros(2, 4, dtype=torch.long), "labels": torch.zeros(2, 4, dtype=torch.long),
+            "attention_mask": torch.ones(2, 4, dtype=torch.long), LM_BATCH: lm},
+           {"input_ids": torch.zeros(1, 4, dtype=torch.long), "labels": torch.zeros(1, 4, dtype=torch.long),
+            "attention_mask": torch.ones(1, 4, dtype=torch.long)}]
+    out = obj.prepare(mbs, None)
+    assert out[0][LM_BATCH] is lm and LM_BATCH not in out[1]
+    assert obj.counts(out[0])["lm"] == 3.0 and obj.counts(out[1])["lm"] == 0.0
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # the two test objectives through the trainer
 
