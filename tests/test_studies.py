@@ -143,3 +143,22 @@ def test_srd_study_variant_names() -> None:
     assert variant_name("tfkl", 3, 4, 4, temperature_schedule(4)) == "tfkl-e3-k4"  # 1 -> 2 linear
     assert variant_name("tfkl", 4, 3, 4, [1.0, 1.5, 2.0], "category") == "tfkl-e4-by-category"
     assert variant_name("tfkl", 1, 3, 4, [1.0, 1.0, 1.0], "category") == "tfkl-e1-t1-1-1-by-category"
+
+
+def test_srd_study_release_tables_average_each_arm() -> None:
+    from srd_study import release_tables
+
+    def row(seed: int, srd: float, kd: float, kd_all: float, scale: float) -> dict:
+        return {"seed": seed, "srd_rougeL": srd, "kd_rougeL": kd, "kd_all_rougeL": kd_all,
+                "srd_wall_s": 100 * scale, "srd_reflection_s": 10.0, "kd_wall_s": 200 * scale,
+                "kd_all_wall_s": 400 * scale, "srd_train_s": 50 * scale, "kd_train_s": 100 * scale,
+                "kd_all_train_s": 200 * scale, "srd_tokens": 1000, "kd_tokens": 4000, "kd_all_tokens": 2000}
+
+    text = release_tables([row(1, 30.0, 32.0, 31.0, 1.0), row(2, 34.0, 33.0, 35.0, 3.0)])
+    lines = text.splitlines()
+    assert "| 1 | 30.00 | 32.00 | 31.00 | -2.00 | -1.00 |" in lines
+    # mean ± sample std of (30, 34) is 32.00 ± 2.83; the differences are means of the per-seed differences
+    assert "| mean | 32.00 ± 2.83 | 32.50 ± 0.71 | 33.00 ± 2.83 | -0.50 | -1.00 |" in lines
+    assert "| 2 | 300 (10) | 600 | 1200 | 150 | 300 | 600 | 1,000 | 4,000 | 2,000 |" in lines
+    # ratios of means: wall 200/400 and 200/800, tokens 1000/4000 and 1000/2000
+    assert "wall 0.50 and 0.25" in text and "tokens 0.25 and 0.50" in text

@@ -44,14 +44,14 @@ from study_common import add_shared_args, category_rouge, check_paths, mean_std,
 
 
 
-def timed(cmd: list[str], log: Path, done: Path, stamp: Path) -> float:
+def timed(cmd: list[str], log: Path, done: Path, stamp: Path, threads: Optional[int] = None) -> float:
     """Run ``cmd`` unless ``done`` exists; its wall seconds are kept in ``stamp`` (a resumed study reuses them). A
     training run the study was interrupted in continues: ``--resume`` (a new directory just starts; the SRD runner
     resumes by itself and drops the flag)."""
     if not done.exists():
         cmd = [*cmd, "--resume"]
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps({"wall_seconds": run(cmd, log)}))
+        stamp.write_text(json.dumps({"wall_seconds": run(cmd, log, threads)}))
     return json.loads(stamp.read_text())["wall_seconds"] if stamp.exists() else float("nan")
 
 
@@ -134,6 +134,206 @@ def category_table(plain_evals: list[Path], srd_evals: list[Path], ranking: Path
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# --recipe release: SRD as released against the release's KD and against SRD's own recipe on all the data.
+
+#: The launchers' training flags (scripts/common/train_flags.sh TRAIN_FLAGS, less the values each arm sets).
+LAUNCHER_FLAGS = ["--gradient-accumulation-steps", "1", "--lr-schedule", "cosine", "--warmup-iters", "0",
+                  "--weight-decay", "1e-2", "--clip-grad", "1.0", "--eval-gen", "--eval-interval", "-1",
+                  "--save-interval", "-1"]
+#: The validation decoding of the release's scripts (and the launchers): sampled at T = 1, top-k 0, top-p 1.
+RELEASE_VALID_GEN = ["--do-sample", "--top-k", "0", "--top-p", "1.0", "--temperature", "1.0"]
+#: SRD's GPT-2 recipe (scripts/gpt2/srd/train_0.1B_1.5B.sh + scripts/common/srd.sh): per stage, as released.
+SRD_RECIPE = {"lr": "1e-4", "lr_min": "1e-7", "batch_size": "16", "epochs": "8",
+              "kd_ratios": ["0.8", "0.9", "1.0"], "temperatures": ["1", "1.5", "2"]}
+#: The release's scripts/gpt2/kd/kd_base.sh: lr 5e-4, 20 epochs, kd-ratio 1.0, --type kd (forward KL at tau 1),
+#: batch 2 per GPU x 4 GPUs (8), no warm-up, cosine to --lr-min's default 1e-7, weight decay 0.01, clip 1.0.
+KD_RECIPE = {"lr": "5e-4", "lr_min": "1e-7", "batch_size": "8", "epochs": "20", "kd_ratio": "1.0", "type": "fkl"}
+ARMS = (("srd", "SRD (release recipe)"), ("kd", "KD (release kd_base)"), ("kd_all", "KD (SRD recipe, all data)"))
+
+
+def release_tables(rows: list[dict[str, Any]]) -> str:
+    """The release study's per-seed tables and their mean ± std rows: Rouge-L of each arm's best checkpoint, then
+    what each arm cost (wall seconds, SRD's with its reflection; the trainers' train seconds and tokens)."""
+    def cell(r: dict[str, Any], key: str, spec: str) -> str:
+        return format(r[key], spec)
+
+    def mean_row(key: str, spec: str) -> str:
+        return mean_std([r[key] for r in rows], spec)
+
+    lines = ["| seed | SRD | KD (release) | KD (SRD recipe, all data) | SRD − KD | SRD − KD-all |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for r in rows + [None]:
+        if r is None:
+            d1 = statistics.fmean(x["srd_rougeL"] - x["kd_rougeL"] for x in rows)
+            d2 = statistics.fmean(x["srd_rougeL"] - x["kd_all_rougeL"] for x in rows)
+            lines.append(f"| mean | {mean_row('srd_rougeL', '.2f')} | {mean_row('kd_rougeL', '.2f')} | "
+                         f"{mean_row('kd_all_rougeL', '.2f')} | {d1:+.2f} | {d2:+.2f} |")
+        else:
+            lines.append(f"| {r['seed']} | {r['srd_rougeL']:.2f} | {r['kd_rougeL']:.2f} | {r['kd_all_rougeL']:.2f} | "
+                         f"{r['srd_rougeL'] - r['kd_rougeL']:+.2f} | {r['srd_rougeL'] - r['kd_all_rougeL']:+.2f} |")
+    lines += ["", "| seed | wall s: SRD (reflection s) | KD | KD-all | train s: SRD | KD | KD-all | "
+                  "tokens: SRD | KD | KD-all |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['seed']} | {r['srd_wall_s']:.0f} ({r['srd_reflection_s']:.0f}) | {r['kd_wall_s']:.0f} | "
+                     f"{r['kd_all_wall_s']:.0f} | {r['srd_train_s']:.0f} | {r['kd_train_s']:.0f} | "
+                     f"{r['kd_all_train_s']:.0f} | {r['srd_tokens']:,} | {r['kd_tokens']:,} | "
+                     f"{r['kd_all_tokens']:,} |")
+    lines.append(f"| mean | {mean_row('srd_wall_s', '.0f')} ({mean_row('srd_reflection_s', '.0f')}) | "
+                 f"{mean_row('kd_wall_s', '.0f')} | {mean_row('kd_all_wall_s', '.0f')} | "
+                 f"{mean_row('srd_train_s', '.0f')} | {mean_row('kd_train_s', '.0f')} | "
+                 f"{mean_row('kd_all_train_s', '.0f')} | {statistics.fmean(r['srd_tokens'] for r in rows):,.0f} | "
+                 f"{statistics.fmean(r['kd_tokens'] for r in rows):,.0f} | "
+                 f"{statistics.fmean(r['kd_all_tokens'] for r in rows):,.0f} |")
+    m = {k: statistics.fmean(r[k] for r in rows) for k in rows[0] if k not in ("seed",) and
+         isinstance(rows[0][k], (int, float))}
+    lines += ["", f"Ratios of means, SRD / KD (release) and SRD / KD-all: wall {m['srd_wall_s'] / m['kd_wall_s']:.2f} "
+                  f"and {m['srd_wall_s'] / m['kd_all_wall_s']:.2f}, train s {m['srd_train_s'] / m['kd_train_s']:.2f} "
+                  f"and {m['srd_train_s'] / m['kd_all_train_s']:.2f}, tokens {m['srd_tokens'] / m['kd_tokens']:.2f} "
+                  f"and {m['srd_tokens'] / m['kd_all_tokens']:.2f}."]
+    return "\n".join(lines) + "\n"
+
+
+def release_category_table(evals: dict[str, list[Path]], ranking: Path, train_jsonl: Path, num_parts: int) -> str:
+    """Rouge-L per task category of the three arms (mean over seeds) and where the category's training examples fell
+    in SRD's easy -> hard parts."""
+    per = {k: category_rouge(v) for k, v in evals.items()}
+    if set(per["kd"]) <= {"all"}:
+        return ""
+    parts: dict[str, list[int]] = {}
+    if ranking.exists() and train_jsonl.exists():
+        train = [json.loads(line) for line in train_jsonl.read_text().splitlines()]
+        for line in ranking.read_text().splitlines():
+            r = json.loads(line)
+            parts.setdefault(train[r["index"]].get("category"), [0] * num_parts)[r["part"]] += 1
+    nan = float("nan")
+    lines = ["", "Rouge-L by task category (mean over seeds), and the category's training examples in each of SRD's "
+                 f"parts, easiest first (part {num_parts - 1} is never trained):", "",
+             "| category | SRD | KD (release) | KD-all | SRD − KD | SRD − KD-all | examples per part |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for c in sorted(per["kd"]):
+        s, k, a = per["srd"].get(c, nan), per["kd"][c], per["kd_all"].get(c, nan)
+        lines.append(f"| {c} | {s:.1f} | {k:.1f} | {a:.1f} | {s - k:+.1f} | {s - a:+.1f} | "
+                     f"{' / '.join(map(str, parts.get(c, [])))} |")
+    return "\n".join(lines) + "\n"
+
+
+def release_main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per seed, three arms from the same warm student, ``--lanes`` runs at a time (each one thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distill.srd_plan import run_stats, select_best, stage_init_path
+    from distill.summary import RUN_SUMMARY, read_summary
+
+    out = Path(args.out).resolve()
+    py = sys.executable
+    gen = ["--no-do-sample", "--max-new-tokens", str(args.max_new_tokens), "--eval-batch-size", "100"]
+    teacher = ["--teacher-model-path", args.teacher] + (["--teacher-model-bf16"] if args.teacher_bf16 else [])
+    # The study's own flags (data, lengths, precision, validation size) come last: they win over the recipes'.
+    tail = ["--data-dir", args.data_dir, "--max-new-tokens", str(args.max_new_tokens), *args.train_args]
+    student = args.student
+    if args.warm_epochs > 0:  # the stand-in for a pretrained student, as in the sections above
+        warm = out / "warm"
+        timed([py, "train_sft.py", "--model-path", args.student, "--lr", "1e-3", "--batch-size", "32",
+               "--warmup-iters", "20", *tail, "--epochs", str(args.warm_epochs), "--no-eval-gen", "--seed", "0",
+               "--save", str(warm / "train")],
+              warm / "train.log", warm / "train" / "best", warm / "wall.json", threads=1)
+        student = str(warm / "train" / "best")
+    r = SRD_RECIPE
+    srd_recipe = [*LAUNCHER_FLAGS, "--lr", r["lr"], "--lr-min", r["lr_min"], "--batch-size", r["batch_size"],
+                  "--epochs", r["epochs"], *RELEASE_VALID_GEN]
+
+    def arm_srd(seed: int) -> None:
+        d = out / "srd" / str(seed)
+        # scripts/common/srd.sh's RECIPE; reflection (T 0.01, no_repeat_ngram_size 6, seed 10) is the runner's default.
+        # Each seed reflects into its own directory, so its wall time carries its reflection.
+        timed([py, "tools/srd_run.py", "--model-path", student, *teacher, "--type", "tfkl", *srd_recipe,
+               "--num-stages", "4", "--rank-by", "rrf", "--rrf-k", "60", "--rank-ties", "stable",
+               "--stage-init", "last", "--stage-kd-ratio", *r["kd_ratios"], "--temperatures", *r["temperatures"],
+               *tail, "--srd-dir", str(d / "srd_data"), "--baseline-dir", str(out / "kd_all" / str(seed) / "stage_2"),
+               "--seed", str(seed), "--save", str(d / "train")],
+              d / "train.log", d / "train" / "srd_report.json", d / "wall.json", threads=1)
+
+    def arm_kd(seed: int) -> None:
+        d, k = out / "kd" / str(seed), KD_RECIPE
+        timed([py, "train_distill.py", "--model-path", student, *teacher, "--type", k["type"],
+               "--kd-ratio", k["kd_ratio"], "--temperature-kld", "1", *LAUNCHER_FLAGS, "--lr", k["lr"],
+               "--lr-min", k["lr_min"], "--batch-size", k["batch_size"], "--epochs", k["epochs"],
+               *RELEASE_VALID_GEN, *tail, "--seed", str(seed), "--save", str(d / "train")],
+              d / "train.log", d / "train" / RUN_SUMMARY, d / "wall.json", threads=1)
+
+    def arm_kd_all(seed: int) -> None:
+        # SRD's stage schedule with every stage on all the examples: 3 chained runs, each from the previous one's last
+        # checkpoint, the best over the three by the runner's own rule.
+        d = out / "kd_all" / str(seed)
+        init = student
+        saves = [d / f"stage_{i}" for i in range(len(r["kd_ratios"]))]
+        for i, save in enumerate(saves):
+            timed([py, "train_distill.py", "--model-path", init, *teacher, "--type", "tfkl",
+                   "--kd-ratio", r["kd_ratios"][i], "--temperature-kld", r["temperatures"][i], *srd_recipe, *tail,
+                   "--seed", str(seed), "--save", str(save)],
+                  d / f"stage_{i}.log", save / RUN_SUMMARY, d / f"stage_{i}.wall.json", threads=1)
+            init = stage_init_path(save, "last", read_summary(save))
+        select_best(d, saves, [read_summary(s) for s in saves])
+
+    jobs = [(arm, seed) for seed in args.seeds for arm in (arm_srd, arm_kd, arm_kd_all)]
+    with ThreadPoolExecutor(max_workers=args.lanes) as pool:
+        for f in [pool.submit(arm, seed) for arm, seed in jobs]:
+            f.result()
+
+    def evaluate(model: Path, save: Path) -> float:
+        if not (save / "summary.json").exists():
+            run([py, "evaluate.py", "--model-path", str(model), "--data-dir", args.data_dir, "--eval-name", "valid",
+                 "--seeds", "10", "--save", str(save), *gen], save.parent / (save.name + ".log"), threads=1)
+        return json.loads((save / "summary.json").read_text())["sets"]["valid"]["rougeL_mean"]
+
+    def wall(p: Path) -> float:
+        return json.loads(p.read_text())["wall_seconds"]
+
+    rows = []
+    for seed in args.seeds:
+        srd_d, kd_d, all_d = (out / a / str(seed) for a in ("srd", "kd", "kd_all"))
+        report = json.loads((srd_d / "train" / "srd_report.json").read_text())
+        kd = run_stats(kd_d / "train")
+        alls = [run_stats(all_d / f"stage_{i}") for i in range(len(r["kd_ratios"]))]
+        rows.append({"seed": seed,
+                     "srd_rougeL": evaluate(srd_d / "train" / "best", srd_d / "eval"),
+                     "kd_rougeL": evaluate(kd_d / "train" / "best", kd_d / "eval"),
+                     "kd_all_rougeL": evaluate(all_d / "best", all_d / "eval"),
+                     "srd_wall_s": wall(srd_d / "wall.json"),
+                     "srd_reflection_s": report["reflection_wall_seconds"] or 0.0,
+                     "kd_wall_s": wall(kd_d / "wall.json"),
+                     "kd_all_wall_s": sum(wall(all_d / f"stage_{i}.wall.json") for i in range(len(alls))),
+                     "srd_train_s": report["total"]["train_seconds"], "kd_train_s": kd["train_seconds"],
+                     "kd_all_train_s": sum(s["train_seconds"] for s in alls),
+                     "srd_tokens": report["total"]["tokens"], "kd_tokens": kd["tokens"],
+                     "kd_all_tokens": sum(s["tokens"] for s in alls),
+                     "srd_best": report.get("best"), "kd_best_step": kd["best_step"],
+                     "kd_all_best": json.loads((all_d / "best.json").read_text())})
+    teacher_rouge = evaluate(Path(args.teacher), out / "teacher" / "eval")
+    warm_rouge = evaluate(Path(student), out / "warm" / "eval") if args.warm_epochs > 0 else None
+    plan = json.loads((out / "srd" / str(args.seeds[0]) / "train" / "srd_plan.json").read_text())
+    setup = (f"Teacher `{args.teacher}` (Rouge-L {teacher_rouge:.2f}); every arm from `{student}`"
+             + (f" (`{args.student}` after {args.warm_epochs} epochs of SFT, Rouge-L {warm_rouge:.2f})"
+                if warm_rouge is not None else "")
+             + f"; data `{args.data_dir}`. Flags for every run, last: `{' '.join(args.train_args)}`. Rouge-L: each "
+             f"arm's best checkpoint (chosen on sampled validation Rouge-L every epoch, over all stages or epochs), "
+             f"scored once greedy on the whole validation split. Wall s: whole processes (SRD: the runner, its "
+             f"reflection included; KD-all: its 3 runs summed); train s and tokens: the runs' run_summary.json.")
+    table = setup + "\n\n" + release_tables(rows) + release_category_table(
+        {"srd": [out / "srd" / str(s) / "eval" for s in args.seeds],
+         "kd": [out / "kd" / str(s) / "eval" for s in args.seeds],
+         "kd_all": [out / "kd_all" / str(s) / "eval" for s in args.seeds]},
+        Path(plan.get("ranking", "")), Path(args.data_dir) / "train.jsonl", 4)
+    (out / "report.json").write_text(json.dumps({"rows": rows, "teacher_rougeL": teacher_rouge,
+                                                 "warm_rougeL": warm_rouge, "setup": setup}, indent=2))
+    (out / "report.md").write_text(table)
+    if args.doc:
+        write_doc(Path(args.doc), table, f"{args.doc_key} release")
+    print(table)
+    return rows
+
+
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,9 +361,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--doc-key", default="srd-study",
                         help="--doc markers: <!-- KEY VARIANT --> ... <!-- /KEY VARIANT --> (another key keeps a "
                              "study with another teacher or data beside this one in the same document)")
+    parser.add_argument("--recipe", choices=("study", "release"), default="study",
+                        help="release: per seed, SRD with the release's recipe, KD with the release's kd_base.sh and "
+                             "KD with SRD's stage recipe on all the data (of the flags above only --teacher, --student, "
+                             "--data-dir, --out, --seeds, --warm-epochs, --doc-key and the shared ones apply)")
+    parser.add_argument("--lanes", type=int, default=1, help="--recipe release: runs at a time (one thread each)")
     add_shared_args(parser, "the srd-study (--doc-key)")
     args = parser.parse_args(argv)
+    if args.lanes < 1:
+        raise InputError(f"--lanes {args.lanes}: must be >= 1")
     check_paths(args.teacher, args.student, args.data_dir)
+    if args.recipe == "release":
+        return release_main(args)
     stages = args.num_stages - 1 if args.keep_stages is None else args.keep_stages
     if not 1 <= stages <= args.num_stages:
         raise InputError(f"--keep-stages {args.keep_stages}: must be in 1..{args.num_stages} (--num-stages)")
