@@ -26,6 +26,13 @@ default, ``-by-FIELD`` for ``--stratify-by FIELD``).
     python tools/srd_study.py --teacher results/quickstart/sft-teacher/best \
         --student checkpoints/tiny-gpt2-student --data-dir processed_data/synth/full/gpt2 --out results/srd_study \
         --seeds 1 2 3 --epochs 6 --teacher-bf16 --doc docs/srd_results.md -- --lr 1e-3 --batch-size 32
+
+``--recipe release`` runs another study (docs/srd_results.md, section 7): per seed, from the same warm student, SRD
+as the GPT-2 launcher runs it by default (the release's recipe), plain KD with the release's ``kd_base.sh`` (fkl,
+kd-ratio 1.0, lr 5e-4 cosine to 1e-7, 20 epochs, batch 8) and plain KD with SRD's stage recipe on all the data (3
+chained runs, no ranking or reflection); each arm's best checkpoint (validation Rouge-L every epoch) is scored once,
+greedy. ``--lanes N`` runs N of those runs at a time, each on one thread; every SRD seed reflects on its own, so its
+wall time carries its reflection. Writes between ``<!-- KEY release -->`` markers.
 """
 from __future__ import annotations
 
