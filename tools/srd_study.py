@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -243,7 +244,7 @@ def release_main(args: argparse.Namespace) -> list[dict[str, Any]]:
         warm = out / "warm"
         timed([py, "train_sft.py", "--model-path", args.student, "--lr", "1e-3", "--batch-size", "32",
                "--warmup-iters", "20", *tail, "--epochs", str(args.warm_epochs), "--no-eval-gen", "--seed", "0",
-               "--save", str(warm / "train")],
+               "--save", str(warm / "train"), "--data-dir", args.warm_data_dir or args.data_dir],
               warm / "train.log", warm / "train" / "best", warm / "wall.json", threads=1)
         student = str(warm / "train" / "best")
     r = SRD_RECIPE
@@ -320,9 +321,10 @@ def release_main(args: argparse.Namespace) -> list[dict[str, Any]]:
     teacher_rouge = evaluate(Path(args.teacher), out / "teacher" / "eval")
     warm_rouge = evaluate(Path(student), out / "warm" / "eval") if args.warm_epochs > 0 else None
     plan = json.loads((out / "srd" / str(args.seeds[0]) / "train" / "srd_plan.json").read_text())
-    setup = (f"Teacher `{args.teacher}` (Rouge-L {teacher_rouge:.2f}); every arm from `{student}`"
-             + (f" (`{args.student}` after {args.warm_epochs} epochs of SFT, Rouge-L {warm_rouge:.2f})"
-                if warm_rouge is not None else "")
+    shown = os.path.relpath(student) if os.path.isabs(student) else student
+    setup = (f"Teacher `{args.teacher}` (Rouge-L {teacher_rouge:.2f}); every arm from `{shown}`"
+             + (f" (`{args.student}` after {args.warm_epochs} epochs of SFT on "
+                f"`{args.warm_data_dir or args.data_dir}`, Rouge-L {warm_rouge:.2f})" if warm_rouge is not None else "")
              + f"; data `{args.data_dir}`. Flags for every run, last: `{' '.join(args.train_args)}`. Rouge-L: each "
              f"arm's best checkpoint (chosen on sampled validation Rouge-L every epoch, over all stages or epochs), "
              f"scored once greedy on the whole validation split. Wall s: whole processes (SRD: the runner, its "
@@ -373,6 +375,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                              "KD with SRD's stage recipe on all the data (of the flags above only --teacher, --student, "
                              "--data-dir, --out, --seeds, --warm-epochs, --doc-key and the shared ones apply)")
     parser.add_argument("--lanes", type=int, default=1, help="--recipe release: runs at a time (one thread each)")
+    parser.add_argument("--warm-data-dir", help="--recipe release: the warm start's SFT data (default --data-dir); "
+                                                "other examples than the distillation set stand in for pretraining")
     add_shared_args(parser, "the srd-study (--doc-key)")
     args = parser.parse_args(argv)
     if args.lanes < 1:
