@@ -160,6 +160,18 @@ def init_distributed(use_deepspeed: bool = True) -> DistEnv:
     return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
+def finish() -> None:
+    """The end of a multi-rank run that succeeded: every rank waits for the others, then the group is taken down
+    together. Exiting without it, a rank can tear its gloo connections down while another still holds them, and
+    abort at exit ("terminate called without an active exception", seen after a finished 2-rank reflection), so its
+    launcher reports a failure for work that was done. Only on the success path: a rank that stops with an error
+    must not wait here for ranks that will never come (torchrun ends them). A world of one keeps its group (the
+    in-process runs of the tests reuse it)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _skip_shm_comm_op() -> None:
     """On CPU, DeepSpeed JIT-compiles a shared-memory all-reduce op the first time its comm backend starts (40-80 s
     of C++ compilation on a fresh machine, then cached). A world of one process never all-reduces, so it is marked

@@ -121,4 +121,6 @@ def _train(make_objective: ObjectiveFactory, model_cfg: ModelConfig, data_cfg: D
     trainer = Trainer(model=model, tokenizer=tokenizer, objective=objective, train=train_cfg, data=data_cfg,
                       gen=gen_cfg, model_cfg=model_cfg, env=env, extra_config=to_dict(*extra) if extra else None,
                       first_line=hardware.run_line(precisions, hw), warnings=notes, teacher=teacher)
-    return trainer.fit()
+    summary = trainer.fit()
+    dist.finish()
+    return summary

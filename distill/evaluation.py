@@ -167,6 +167,7 @@ def evaluate_model(cfg: EvalConfig, gen: GenerationConfig) -> dict[str, Any]:
         save.mkdir(parents=True, exist_ok=True)
         (save / "summary.json").write_text(json.dumps(summary, indent=2))
         print_table(summary)
+    dist.finish()
     return summary
 
 

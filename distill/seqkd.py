@@ -258,7 +258,9 @@ def generate_data(cfg: SeqKDConfig, gen: GenerationConfig) -> dict[str, Any]:
         if summary["empty_responses"]:
             log(f"warning: {summary['empty_responses']} of {summary['num_examples']} teacher responses are empty "
                 f"(kept: the student learns to stop at once on those prompts)", flush=True)
-    return dist.all_gather_objects(summary)[0]
+    summary = dist.all_gather_objects(summary)[0]
+    dist.finish()
+    return summary
 
 
 @exit_on_input_error

@@ -427,7 +427,9 @@ def run_reflection(cfg: ReflectConfig, gen: GenerationConfig) -> dict[str, Any]:
         log(f"wrote {srd_dir / REFLECTION_FILE}: mean Rouge-L {summary['mean_rougeL']:.2f}, mean loss "
             f"{summary['mean_loss']:.4f}" + (f", {summary['missing_loss']} without target tokens"
                                              if summary["missing_loss"] else ""), flush=True)
-    return dist.all_gather_objects(summary)[0]
+    summary = dist.all_gather_objects(summary)[0]
+    dist.finish()
+    return summary
 
 
 def parse_reflect_args(argv: Optional[Sequence[str]] = None) -> tuple[ReflectConfig, GenerationConfig]:

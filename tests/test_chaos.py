@@ -91,9 +91,14 @@ def kill(proc: mp.process.BaseProcess) -> None:
 
 
 def steps_in(save: Path) -> tuple[list[int], list[int]]:
-    """(complete, incomplete) step directories."""
+    """(complete, incomplete) step directories. ``save`` may come and go while a first launch starts: its preflight
+    makes it to probe that it is writable and removes it again (distill/preflight.py)."""
     done, partial = [], []
-    for p in save.iterdir() if save.is_dir() else []:
+    try:
+        entries = list(save.iterdir())
+    except FileNotFoundError:
+        entries = []
+    for p in entries:
         if p.name.isdigit() and p.is_dir():
             (done if (p / STATE_FILE).is_file() else partial).append(int(p.name))
     return sorted(done), sorted(partial)
