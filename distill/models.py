@@ -153,12 +153,11 @@ def load_teacher(spec: TeacherSpec, tokenizer: Any, device: Any,
                  student_ds: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
     """(what the trainer runs forwards with, the Hugging Face model inside) of a frozen teacher.
 
-    Checked first: its tokenizer agrees with the student's (distillation compares distributions token by token),
-    fp16 only on a GPU, enough embedding rows for the tokenizer. Under ZeRO-3 (the student's DeepSpeed config) the
+    :func:`check_teacher` (tokenizer agreement, fp16 only on a GPU) is the caller's, before any model loads
+    (distill/entry.py does it); checked here: enough embedding rows for the tokenizer. Under ZeRO-3 (the student's DeepSpeed config) the
     teacher is partitioned over the ranks like the student — loaded straight into its partitions when it has no
     adapter to merge — so a teacher larger than one device's memory fits beside the student; otherwise it is put
     whole on the device."""
-    check_teacher(spec, tokenizer, device)
     dtype = DTYPES[spec.dtype]
     stage3 = int(student_ds.get("zero_optimization", {}).get("stage", 0)) == 3
     merge_needed = spec.peft_path is not None or is_adapter_dir(spec.path)

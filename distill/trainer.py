@@ -295,6 +295,7 @@ class Trainer:
         self.best: dict[str, Any] = {}
         # What the run did, over all its launches (kept in the checkpoint): the run summary's counters.
         self.totals: dict[str, float] = {"train_seconds": 0.0, "tokens": 0.0, "launches": 0.0}
+        self._t_start, self._wall_base = time.time(), 0.0  # this launch's start, earlier launches' wall seconds
         self.steps_per_epoch = steps_per_epoch
         self.logger.info(f"parameters: {self.num_params:,} ({self.num_trainable:,} trainable); "
                          f"train examples: {len(self.train_set)}, valid: {len(self.valid_set)}; "
@@ -686,8 +687,7 @@ class Trainer:
 
     def _totals(self) -> dict[str, float]:
         """The run's counters so far, over all launches (saved with each checkpoint)."""
-        wall = self._wall_base + time.time() - self._t_start if hasattr(self, "_t_start") else 0.0
-        return {**self.totals, "wall_seconds": wall}
+        return {**self.totals, "wall_seconds": self._wall_base + time.time() - self._t_start}
 
     def run_summary(self, final_eval: Mapping[str, float]) -> dict[str, Any]:
         """``<save>/run_summary.json`` (distill/summary.py): what the run did, for whoever reads it next.

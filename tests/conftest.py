@@ -18,7 +18,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -259,3 +259,35 @@ def subprocess_env() -> dict[str, str]:
     env["OMP_NUM_THREADS"] = "1"
     env["TOKENIZERS_PARALLELISM"] = "false"
     return env
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Helpers shared by the training tests: saved weights, their difference, child processes.
+def weights(ckpt: Path) -> dict:
+    """The student weights a checkpoint saved (``model.safetensors``)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(ckpt / "model.safetensors"))
+
+
+def max_abs_diff(a: dict, b: dict) -> float:
+    """Largest element-wise difference of two state dicts with the same keys (float64)."""
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def free_port() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
+def run_checked(cmd: list, env: dict, timeout: int = 300) -> Any:
+    """Runs ``cmd`` from the repository root; its output is in the failure message when it does not exit 0."""
+    import subprocess
+
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc

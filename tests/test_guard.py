@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from distill.entry import run_training
 from distill.guard import StepGuard, TrainingDiverged, skippable
 from distill.objectives import SFTObjective
-from tests.conftest import REPO_ROOT, read_metrics, tiny_train_args
+from tests.conftest import REPO_ROOT, read_metrics, tiny_train_args, weights
 
 pytestmark = pytest.mark.usefixtures("in_process")  # see conftest.in_process_run
 
@@ -52,10 +51,6 @@ def train(objective, model: Path, data: Path, save: Path, ds: str, *extra: str):
                            *extra)
     args[args.index("--deepspeed-config") + 1] = str(REPO_ROOT / "configs" / "deepspeed" / f"{ds}.json")
     return run_training("test", lambda tok, extra_cfgs, env, gen: objective, argv=args)
-
-
-def weights(ckpt: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(ckpt / "model.safetensors"))
 
 
 def test_step_guard_counts_and_stops() -> None:

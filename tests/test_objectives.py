@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from distill.objectives import (LM_BATCH, KDObjective, Needs, StepContext, WithP
                                 run_model, soft_ce_sum)
 from distill.trainer import EXTRAS_FILE, STATE_FILE
 from tests import engine_objectives
-from tests.conftest import REPO_ROOT, read_metrics, tiny_train_args
+from tests.conftest import REPO_ROOT, free_port, max_abs_diff, read_metrics, run_checked, tiny_train_args, weights
 
 DS = REPO_ROOT / "configs" / "deepspeed"
 
@@ -127,29 +126,14 @@ def args(student: Path, teacher: Path, data: Path, save: Path, *extra: str, ds: 
     return out
 
 
-def weights(ckpt: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(ckpt / "model.safetensors"))
-
-
-def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
-
-
 def train_entries(run: Path) -> list[dict]:
     return [m for m in read_metrics(run) if "train/loss" in m]
 
 
 def torchrun(which: str, argv: list[str], env: dict[str, str], *flags: str) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-           str(REPO_ROOT / "tests" / "engine_objectives.py"), which, *argv, *flags]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    run_checked([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                 free_port(), str(REPO_ROOT / "tests" / "engine_objectives.py"), which, *argv, *flags], env,
+                timeout=400)
 
 
 @pytest.mark.parametrize("which", ["generated", "projected"])
@@ -179,19 +163,19 @@ def test_global_normalisation_holds_for_objectives_that_prepare_or_read_hidden_s
                 assert m[term] == pytest.approx(ref[term], rel=1e-6, abs=1e-5), (k, term, m["step"])
     final = {k: weights(r / "3") for k, r in runs.items()}
     init = {k: v for k, v in load_file(str(student / "model.safetensors")).items() if k in final["b8"]}
-    assert max_diff(final["b8"], init) > 1e-3
+    assert max_abs_diff(final["b8"], init) > 1e-3
     # ZeRO-3 reduces gradients in another order, and Adam turns float noise in near-zero gradients into steps of up
     # to the learning rate (3e-3): its tolerance is wider; the losses above hold to 1e-6 either way.
     tolerance = {"b4_gas2": 1e-5, "2proc_zero3": 1e-4}
     for k, tol in tolerance.items():
-        assert max_diff(final[k], final["b8"]) < tol, k
+        assert max_abs_diff(final[k], final["b8"]) < tol, k
     if which == "projected":
         proj = {k: load_file(str(r / "3" / EXTRAS_FILE)) for k, r in runs.items()}
         assert set(proj["b8"]) == {"projector.weight", "projector.bias"}
         ref = engine_objectives.ProjectedFeatures(*engine_objectives.widths(str(student), str(teacher)))
         assert float((proj["b8"]["projector.weight"] - ref.projector.weight.detach()).abs().max()) > 1e-3  # trained
         for k, tol in tolerance.items():
-            assert max_diff(proj[k], proj["b8"]) < tol, k
+            assert max_abs_diff(proj[k], proj["b8"]) < tol, k
     else:
         # the generated batches were what the loss averaged over: fewer tokens than the data's responses
         assert all(m["train/ce"] > 0 for m in logged["b8"])
@@ -212,10 +196,10 @@ def test_resume_restores_the_objectives_rng_buffer_and_modules(which: str, tiny_
     assert (run_b / "4" / STATE_FILE).is_file()
     a, b = train_entries(run_a), train_entries(run_b)
     assert [m["train/loss"] for m in b] == [m["train/loss"] for m in a[2:]]
-    assert max_diff(weights(run_a / "2"), weights(run_a / "4")) > 1e-4
-    assert max_diff(weights(run_a / "4"), weights(run_b / "4")) == 0.0
+    assert max_abs_diff(weights(run_a / "2"), weights(run_a / "4")) > 1e-4
+    assert max_abs_diff(weights(run_a / "4"), weights(run_b / "4")) == 0.0
     if which == "projected":
-        assert max_diff(load_file(str(run_a / "4" / EXTRAS_FILE)), load_file(str(run_b / "4" / EXTRAS_FILE))) == 0.0
+        assert max_abs_diff(load_file(str(run_a / "4" / EXTRAS_FILE)), load_file(str(run_b / "4" / EXTRAS_FILE))) == 0.0
     else:
         state_a = torch.load(run_a / "4" / "rng_state_0.pt", weights_only=True)
         state_b = torch.load(run_b / "4" / "rng_state_0.pt", weights_only=True)

@@ -25,7 +25,8 @@ import train_sft
 from data_utils.datasets import IGNORE_INDEX, InstructionDataset, LMCollator
 from distill.models import is_adapter_dir, load_model, load_tokenizer
 from distill.trainer import STATE_FILE, MicroBatchStream, complete_checkpoints
-from tests.conftest import REPO_ROOT, read_metrics, tiny_train_args
+from tests.conftest import (REPO_ROOT, free_port, max_abs_diff, read_metrics, run_checked, tiny_train_args,
+                            weights)
 
 MAX_LENGTH = 128  # the --max-length of tiny_train_args
 pytestmark = pytest.mark.usefixtures("in_process")  # see conftest.in_process_run
@@ -58,35 +59,12 @@ def valid_ce(model_dir: Path, data_dir: Path, num: int) -> float:
     return total / count
 
 
-def weights(ckpt: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(ckpt / "model.safetensors"))
-
-
-def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
-
-
 def train_entries(run: Path) -> list[dict]:
     return [m for m in read_metrics(run) if "train/ce" in m]
 
 
 def eval_entries(run: Path) -> list[dict]:
     return [m for m in read_metrics(run) if "valid/ce" in m]
-
-
-def run_checked(cmd: list[str], env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
-def free_port() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 def run_nodes(cmd: list[str], envs: list[dict[str, str]], logs: Path, timeout: int = 300) -> list[str]:

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 from distill.config import InputError, exit_on_input_error  # noqa: E402
-from study_common import add_shared_args, category_rouge, check_paths, mean_std, run, write_doc  # noqa: E402
+from study_common import add_shared_args, category_rouge, check_paths, mean_std, run, write_report  # noqa: E402
 
 
 
@@ -334,12 +334,8 @@ def release_main(args: argparse.Namespace) -> list[dict[str, Any]]:
          "kd": [out / "kd" / str(s) / "eval" for s in args.seeds],
          "kd_all": [out / "kd_all" / str(s) / "eval" for s in args.seeds]},
         Path(plan.get("ranking", "")), Path(args.data_dir) / "train.jsonl", 4)
-    (out / "report.json").write_text(json.dumps({"rows": rows, "teacher_rougeL": teacher_rouge,
-                                                 "warm_rougeL": warm_rouge, "setup": setup}, indent=2))
-    (out / "report.md").write_text(table)
-    if args.doc:
-        write_doc(Path(args.doc), table, f"{args.doc_key} release")
-    print(table)
+    write_report(out, table, {"rows": rows, "teacher_rougeL": teacher_rouge, "warm_rougeL": warm_rouge,
+                              "setup": setup}, args.doc, f"{args.doc_key} release")
     return rows
 
 
@@ -478,13 +474,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         [plain_root / str(s) / "eval" for s in args.seeds],
         [srd_root / str(s) / "eval" for s in args.seeds], Path(plan.get("ranking", "")),
         Path(args.data_dir) / "train.jsonl", args.num_stages, stages)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps({"rows": rows, "teacher_rougeL": teacher_rouge,
-                                                 "reflection_wall_seconds": reflection_s, "setup": setup}, indent=2))
-    (out / "report.md").write_text(table)
-    if args.doc:
-        write_doc(Path(args.doc), table, f"{args.doc_key} {variant}")
-    print(table)
+    write_report(out, table, {"rows": rows, "teacher_rougeL": teacher_rouge, "reflection_wall_seconds": reflection_s,
+                              "setup": setup}, args.doc, f"{args.doc_key} {variant}")
     return rows
 
 

@@ -48,6 +48,17 @@ def write_doc(doc: Path, table: str, key: str) -> None:
     doc.write_text(text)
 
 
+def write_report(out: Path, table: str, report: dict, doc: str | None, key: str) -> None:
+    """A study's outputs: ``<out>/report.json`` and ``<out>/report.md``, the table into ``doc`` (``--doc``) between
+    its markers, and the table on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(table)
+    if doc:
+        write_doc(Path(doc), table, key)
+    print(table)
+
+
 def add_shared_args(parser: argparse.ArgumentParser, doc_markers: str) -> None:
     """The flags every study takes after its own: generation length, bf16 teacher, the document, training flags."""
     parser.add_argument("--max-new-tokens", type=int, default=64)
