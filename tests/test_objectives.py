@@ -208,3 +208,20 @@ def test_resume_restores_the_objectives_rng_buffer_and_modules(which: str, tiny_
         assert torch.equal(state_a["objective_rng"], state_b["objective_rng"])
     summary = json.loads((run_b / "run_summary.json").read_text())
     assert summary["steps"] == 4 and summary["launches"] == 2
+
+
+def test_a_prepare_that_changes_the_number_of_micro_batches_is_refused(tiny_models: dict, processed_tiny: Path,
+                                                                       tmp_path: Path, in_process) -> None:
+    """DeepSpeed's accumulation boundary counts on one prepared batch per micro-batch: another number stops the
+    first step with a line naming the objective, not a silently wrong update."""
+    from distill.entry import run_training
+    from distill.objectives import SFTObjective
+
+    class Merging(SFTObjective):
+        def prepare(self, micro_batches, ctx):
+            return micro_batches[:1]
+
+    argv = tiny_train_args(tiny_models["gpt2"]["student"], processed_tiny, tmp_path / "run", "--total-iters", "1",
+                           "--batch-size", "2", "--gradient-accumulation-steps", "2")
+    with pytest.raises(RuntimeError, match="Merging.prepare returned 1 micro-batches for 2"):
+        run_training("test", lambda tok, extra, env, gen: Merging(), argv=argv)

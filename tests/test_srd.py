@@ -579,6 +579,8 @@ def test_runner_refuses_bad_settings_before_any_work(processed: Path, tiny_model
         srd_run.run_srd(_run_argv(tiny_models, processed, save, "--type", "fkl"), launcher=never)
     with pytest.raises(InputError, match="--temperature-kld is set per stage"):
         srd_run.run_srd(_run_argv(tiny_models, processed, save, "--temperature-kld", "2"), launcher=never)
+    with pytest.raises(InputError, match="--stage is the stage index, set by the runner"):
+        srd_run.run_srd(_run_argv(tiny_models, processed, save, "--stage", "1"), launcher=never)
     with pytest.raises(InputError, match="one per trained stage"):
         srd_run.run_srd(_run_argv(tiny_models, processed, save, "--temperatures", "1", "2", "3"), launcher=never)
     with pytest.raises(InputError, match="--stage-kd-ratio has 3 values but 2 stages"):
