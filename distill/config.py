@@ -110,6 +110,7 @@ class GenerationConfig:
     top_k: int = _opt(0, "Top-k sampling (0: off).")
     top_p: float = _opt(1.0, "Nucleus sampling threshold.")
     temperature: float = _opt(1.0, "Sampling temperature.")
+    num_beams: int = _opt(1, "Beam search width (1: none; with --do-sample, beam sampling).")
     no_repeat_ngram_size: int = _opt(0, "Never generate an n-gram of this size twice in one response (0: off; the "
                                         "SRD release reflects with 6).")
     repetition_penalty: float = _opt(1.0, "Divide the logits of tokens already in the sequence (prompt included) by "
@@ -126,6 +127,7 @@ class GenerationConfig:
         _check(self.top_k >= 0, "top_k", "must be >= 0")
         _check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
         _check(self.temperature > 0, "temperature", "must be > 0")
+        _check(self.num_beams >= 1, "num_beams", "must be >= 1 (1: no beam search)")
         _check(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "must be >= 0 (0: off)")
         _check(self.repetition_penalty > 0, "repetition_penalty", "must be > 0 (1: off)")
         _check(self.eval_batch_size > 0, "eval_batch_size", "must be positive")
@@ -296,15 +298,42 @@ class DistillConfig:
                                                    "--max-new-tokens); never past --max-length with the prompt.")
     gen_no_repeat_ngram_size: int = _opt(0, "N-gram blocking inside training steps (0: off).")
     gen_repetition_penalty: float = _opt(1.0, "Repetition penalty inside training steps (1: off).")
+    gen_num_beams: int = _opt(1, "Beams of the decoding inside training steps (1: none; with sampling, beam "
+                                 "sampling).")
+    student_gen: bool = _opt(False, "On-policy distillation: with --type mixed-<kind> (GKD, ImitKD) or "
+                                    "adaptive-<kind> (DistiLLM) steps also train on the student's own answers to "
+                                    "the batch's prompts, sampled with the --gen-* settings, with the teacher's "
+                                    "distributions on them as targets (docs/onpolicy.md).")
+    mixed_alpha: float = _opt(0.5, "--type mixed-<kind>: probability that a micro-batch trains on student outputs "
+                                   "(TRL's lambda); the fresh outputs go into the replay buffer and the batch is "
+                                   "drawn from it, as the DistiLLM repository's GKD. 1: every step (ImitKD).")
+    capacity: int = _opt(1000, "Replay buffer of student outputs (prompt, answer pairs) per process; the oldest "
+                               "go first. At least the batch size; --capacity <batch size> trains on fresh "
+                               "outputs only (TRL's GKD).")
+    init_threshold: float = _opt(0.0, "--type adaptive-<kind>: the starting probability of student-generated "
+                                      "outputs (DistiLLM's adaptive threshold); it rises by 0.1 (to at most 1) at "
+                                      "an evaluation whose validation CE is --loss-eps or more above the last "
+                                      "reference.")
+    loss_eps: float = _opt(0.1, "--type adaptive-<kind>: rise of the validation CE that raises the threshold.")
+    replay_ratio: Literal["constant", "increasing", "decreasing"] = _opt(
+        "decreasing", "--type adaptive-<kind>: the share of fresh generation within the threshold over the run: "
+                      "thr*(1 - step/total) (decreasing: replay grows, as released), thr*step/total, or thr/2.")
+    gkd_beta: Optional[float] = _opt(None, "The generalised JSD in TRL's convention (GKDConfig.beta): 0 forward "
+                                           "KL, 1 reverse KL, between: --type jsd with --jsd-beta 1 - beta. Goes "
+                                           "with --type jsd or mixed-jsd.")
     lm_kd_ratio: float = _opt(0.0, "The pretraining term on --lm-data-dir as (1 - r) * CE + r * the teacher's soft "
                                    "cross-entropy (the KD variant; MiniLLM's pretraining term is r = 0.5); 0: "
                                    "plain CE.")
 
     def __post_init__(self) -> None:
-        from distill.kinds import KINDS, TOKEN_SCORES
+        from distill.kinds import KINDS, SCHEDULES, TOKEN_SCORES, base_kind, split_type, uses_temperature
 
+        _check(not (self.student_gen and self.teacher_model_path is None), "student_gen",
+               "needs a teacher to score the student's outputs: give --teacher-model-path")
         _check(self.teacher_model_path is not None, "teacher_model_path", "is required")
-        _check(self.type in KINDS, "type", f"unknown kind {self.type!r}; valid kinds: {', '.join(KINDS)}")
+        _check(split_type(self.type)[1] in KINDS, "type",
+               f"unknown kind {self.type!r}; valid kinds: {', '.join(KINDS)}, each also as "
+               + " or ".join(f"{s}-<kind>" for s in SCHEDULES) + " (on-policy, with --student-gen)")
         _check(self.token_score in TOKEN_SCORES, "token_score",
                f"unknown score {self.token_score!r}; valid: {', '.join(TOKEN_SCORES)}")
         _check(0.0 <= self.kd_ratio <= 1.0, "kd_ratio", f"must be in [0, 1], got {self.kd_ratio}")
@@ -320,17 +349,51 @@ class DistillConfig:
                "must be positive")
         _check(self.gen_no_repeat_ngram_size >= 0, "gen_no_repeat_ngram_size", "must be >= 0")
         _check(self.gen_repetition_penalty > 0, "gen_repetition_penalty", "must be > 0")
+        _check(self.gen_num_beams >= 1, "gen_num_beams", "must be >= 1 (1: no beam search)")
+        _check(not (self.teacher_model_fp16 and self.teacher_model_bf16), "teacher_model_fp16",
+               "choose one of --teacher-model-fp16 / --teacher-model-bf16")
+        _check(0.0 <= self.mixed_alpha <= 1.0, "mixed_alpha", f"must be in [0, 1], got {self.mixed_alpha}")
+        _check(self.capacity >= 1, "capacity", f"must be >= 1, got {self.capacity}")
+        _check(0.0 <= self.init_threshold <= 1.0, "init_threshold", "must be in [0, 1]")
+        _check(self.loss_eps >= 0, "loss_eps", "must be >= 0")
+        if self.gkd_beta is not None:
+            _check(0.0 <= self.gkd_beta <= 1.0, "gkd_beta", f"must be in [0, 1], got {self.gkd_beta}")
+            _check(base_kind(split_type(self.type)[1]) == "jsd" and not uses_temperature(split_type(self.type)[1]),
+                   "gkd_beta", f"sets the generalised JSD, so it goes with --type jsd or mixed-jsd, not "
+                               f"--type {self.type}")
+        _check(not (self.student_gen and self.seqkd), "student_gen",
+               "choose one: --seqkd trains on the teacher's answers, --student-gen on the student's")
 
     def step_generation(self, base: "GenerationConfig") -> "GenerationConfig":
         """The decoding settings inside training steps: the --gen-* flags on top of ``base`` (the run's
         GenerationConfig, for what they do not set)."""
         return dataclasses.replace(base, do_sample=self.gen_do_sample, temperature=self.gen_temperature,
-                                   top_k=self.gen_top_k, top_p=self.gen_top_p,
+                                   top_k=self.gen_top_k, top_p=self.gen_top_p, num_beams=self.gen_num_beams,
                                    max_new_tokens=self.gen_max_new_tokens or base.max_new_tokens,
                                    no_repeat_ngram_size=self.gen_no_repeat_ngram_size,
                                    repetition_penalty=self.gen_repetition_penalty)
-        _check(not (self.teacher_model_fp16 and self.teacher_model_bf16), "teacher_model_fp16",
-               "choose one of --teacher-model-fp16 / --teacher-model-bf16")
+
+    @property
+    def schedule(self) -> str:
+        """The on-policy schedule of ``--type`` ("mixed", "adaptive"), or "" for a plain divergence."""
+        from distill.kinds import split_type
+
+        return split_type(self.type)[0]
+
+    @property
+    def on_policy(self) -> bool:
+        """True when steps may train on the student's own outputs: --student-gen with a mixed-/adaptive- type."""
+        return self.student_gen and self.schedule != ""
+
+    def divergence(self) -> tuple[str, float]:
+        """(kind, jsd_beta) of the divergence term: --type without its schedule prefix, or with --gkd-beta the
+        generalised JSD in TRL's convention (beta 0: forward KL, 1: reverse KL, else jsd with --jsd-beta 1 - beta)."""
+        from distill.kinds import split_type, trl_generalized_jsd
+
+        kind = split_type(self.type)[1]
+        if self.gkd_beta is not None:
+            return trl_generalized_jsd(self.gkd_beta)
+        return kind, self.jsd_beta
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -388,12 +451,28 @@ def no_effect_warnings(*configs: Any) -> list[str]:
                 for name in ("top_k", "top_p", "temperature"):
                     warn(cfg, name, "decoding is greedy without --do-sample")
         elif isinstance(cfg, DistillConfig):
-            from distill.kinds import base_kind, uses_temperature
+            from distill.kinds import base_kind, split_type, uses_temperature
 
-            if not cfg.seqkd:
+            schedule = cfg.schedule
+            if schedule and not cfg.student_gen:
+                out.append(f"warning: --type {cfg.type} without --student-gen trains on the data only (as --type "
+                           f"{split_type(cfg.type)[1]}); add --student-gen for on-policy steps")
+            if cfg.student_gen and not schedule:
+                warn(cfg, "student_gen", f"--type {cfg.type} has no on-policy schedule; use --type mixed-{cfg.type} "
+                                         f"(GKD) or adaptive-{cfg.type} (DistiLLM)")
+            if not cfg.on_policy:
+                for name in ("mixed_alpha", "capacity", "init_threshold", "loss_eps", "replay_ratio"):
+                    warn(cfg, name, "there are no on-policy steps without --student-gen and a mixed-/adaptive- "
+                                    "--type")
+            elif schedule == "mixed":
+                for name in ("init_threshold", "loss_eps", "replay_ratio"):
+                    warn(cfg, name, f"only --type adaptive-<kind> uses it, not --type {cfg.type}")
+            else:
+                warn(cfg, "mixed_alpha", f"only --type mixed-<kind> uses it, not --type {cfg.type}")
+            if not (cfg.seqkd or cfg.on_policy):
                 for name in ("gen_do_sample", "gen_temperature", "gen_top_k", "gen_top_p", "gen_max_new_tokens",
-                             "gen_no_repeat_ngram_size", "gen_repetition_penalty"):
-                    warn(cfg, name, "nothing is generated inside training steps without --seqkd")
+                             "gen_no_repeat_ngram_size", "gen_repetition_penalty", "gen_num_beams"):
+                    warn(cfg, name, "nothing is generated inside training steps without --seqkd or --student-gen")
             elif not cfg.gen_do_sample:
                 for name in ("gen_temperature", "gen_top_k", "gen_top_p"):
                     warn(cfg, name, "decoding inside training steps is greedy with --no-gen-do-sample")
@@ -404,8 +483,9 @@ def no_effect_warnings(*configs: Any) -> list[str]:
                 out.append(f"warning: --kd-ratio 0 gives the KD term weight 0: the teacher runs for nothing and "
                            f"--type {cfg.type} has no effect; train with train_sft.py, or raise --kd-ratio")
                 continue
-            base = base_kind(cfg.type)
-            if not uses_temperature(cfg.type):
+            kind = split_type(cfg.type)[1]
+            base = base_kind(kind)
+            if not uses_temperature(kind):
                 warn(cfg, "temperature_kld", f"--type {cfg.type} has no temperature; its temperature twin is "
                                              f"--type t{base}")
             if base not in ("sfkl", "srkl"):
@@ -413,6 +493,8 @@ def no_effect_warnings(*configs: Any) -> list[str]:
                                         f"{cfg.type}")
             if base != "jsd":
                 warn(cfg, "jsd_beta", f"only jsd and tjsd use it, not --type {cfg.type}")
+            elif cfg.gkd_beta is not None:
+                warn(cfg, "jsd_beta", f"--gkd-beta {cfg.gkd_beta:g} sets the generalised JSD's weight")
             if cfg.token_ratio == 1:
                 warn(cfg, "token_score", "--token-ratio 1 keeps every response token; the score ranks tokens only "
                                          "for --token-ratio < 1")

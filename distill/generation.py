@@ -40,6 +40,7 @@ def generation_kwargs(gen: GenerationConfig, tokenizer: Any) -> dict[str, Any]:
                           "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
     # Both apply to greedy and sampled decoding alike; off (0, 1.0) they are left out, so a checkpoint's own
     # generation_config cannot switch them on either.
+    kw["num_beams"] = gen.num_beams
     kw["no_repeat_ngram_size"] = gen.no_repeat_ngram_size or None
     kw["repetition_penalty"] = gen.repetition_penalty if gen.repetition_penalty != 1.0 else None
     if gen.do_sample:
