@@ -17,6 +17,16 @@ KD from it adds little to the ground-truth loss.
 response positions of the norm of the kind's gradient with respect to the student's logits, divided by the same for
 the cross-entropy on the label. At ``--kd-ratio 0.5`` a kind whose ratio is far below 1 leaves the student to the
 cross-entropy (Adam rescales the sum, not the mix).
+
+`--own-generations` adds the divergence on-policy methods (GKD, DistiLLM, ImitKD) target: the student answers every
+prompt of the split itself (sampled at `--gen-temperature`, default 1, from `--gen-seed`; `--no-gen-do-sample`:
+greedy), and on prompt + its own answer the tool takes the exact reverse KL(q_student || p_teacher) over the vocabulary
+at each generated position (the EOS position included where the student ended its answer; an answer cut at
+`--max-new-tokens` has no EOS position), token-weighted over all answers. Teacher-forced divergences (`--kinds`) score
+the student on the reference answers, states it may never reach on its own; this one scores it where it goes.
+
+    python tools/eval_divergence.py --student results/gkd/best --teacher results/sft-teacher/best \
+        --data-dir processed_data/synth/full/gpt2 --kinds rkl --own-generations --max-new-tokens 64
 """
 from __future__ import annotations
 
@@ -32,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import distill  # noqa: E402,F401  (first: sets the CPU OpenMP wait policy before torch loads)
 import torch  # noqa: E402
 
-from data_utils.datasets import InstructionDataset, LMCollator  # noqa: E402
-from distill.config import InputError, exit_on_input_error  # noqa: E402
+from data_utils.datasets import InstructionDataset, LMCollator, left_padded, response_batch  # noqa: E402
+from distill.config import ConfigError, GenerationConfig, InputError, exit_on_input_error  # noqa: E402
+from distill.generation import decoding_settings, generate_batch, max_positions  # noqa: E402
 from distill.losses import KINDS, distillation_loss  # noqa: E402
 from distill import preflight  # noqa: E402
 from distill.kinds import uses_temperature  # noqa: E402
@@ -93,6 +104,54 @@ def gradient_scale(student: torch.nn.Module, teacher: torch.nn.Module, dataset: 
 
 
 @torch.no_grad()
+def own_generation_rkl(student: torch.nn.Module, teacher: torch.nn.Module, tokenizer, prompts: Sequence[Sequence[int]],
+                       gen: GenerationConfig, vocab_size: int, seed: int = 10,
+                       max_prompt_length: int = 256) -> tuple[dict[str, float], list[dict]]:
+    """The student's reverse KL to the teacher on its own answers to ``prompts``.
+
+    Per batch of ``gen.eval_batch_size`` prompts (each cut to its last ``max_prompt_length`` tokens, as generation
+    in evaluation cuts them): the student answers (generate_batch, from ``seed`` in a forked RNG, so the caller's
+    streams are untouched); each answer gets back the EOS it ended with — only where it ended, not where it ran into
+    the length limit — and prompt + answer becomes a right-padded training batch (response_batch), whose loss
+    positions are exactly the generated ones. Returns the token mean of KL(q_s || p_t) over those positions with
+    counts, and per prompt its answer (``ids`` without EOS, ``eos``: whether it ended) and its own KL sum and count."""
+    student.eval()
+    teacher.eval()
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    limit = max_positions(student)
+    total, count, ended = 0.0, 0, 0
+    records: list[dict] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for s in range(0, len(prompts), gen.eval_batch_size):
+            chunk = [list(p)[-max_prompt_length:] for p in prompts[s:s + gen.eval_batch_size]]
+            padded = left_padded(chunk, pad)
+            answers = generate_batch(student, tokenizer, padded["input_ids"], padded["attention_mask"], gen)
+            # generate_batch cuts at the first EOS and drops it, and shortens the limit where the prompt nears the
+            # position table (the same rule here): an answer shorter than that limit ended with EOS.
+            width = padded["input_ids"].shape[1]
+            cap = gen.max_new_tokens if limit is None else max(1, min(gen.max_new_tokens, limit - width))
+            done = [eos is not None and len(a) < cap for a in answers]
+            batch = response_batch([(p, a + [eos] if d else a) for p, a, d in zip(chunk, answers, done)], pad)
+            logits = forward_logits(student, batch)[..., :vocab_size]
+            teacher_logits = forward_logits(teacher, batch)[..., :vocab_size]
+            mask = response_mask(batch)
+            # Per row, so each answer's own value is kept (a row of all-False mask adds 0).
+            for b, (a, d) in enumerate(zip(answers, done)):
+                n = int(mask[b].sum())
+                kl = float(distillation_loss("rkl", logits[b:b + 1], teacher_logits[b:b + 1], mask[b:b + 1],
+                                             reduction="sum")) if n else 0.0
+                total += kl
+                count += n
+                ended += d
+                records.append({"ids": a, "eos": d, "rkl_sum": kl, "positions": n})
+    n_prompts = max(len(records), 1)
+    return ({"rkl": total / max(count, 1), "positions": count, "prompts": len(records),
+             "mean_answer_tokens": sum(len(r["ids"]) for r in records) / n_prompts,
+             "ended_with_eos": ended / n_prompts}, records)
+
+
+@torch.no_grad()
 def calibration(model: torch.nn.Module, dataset: InstructionDataset, collate: LMCollator, vocab_size: int,
                 batch_size: int = 32, bins: int = 10) -> dict[str, float]:
     """Token-level quality of ``model``'s next-token distributions on the response positions of ``dataset``."""
@@ -136,6 +195,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--grad-scale", action="store_true",
                         help="add each kind's gradient norm at the logits relative to the cross-entropy's")
     parser.add_argument("--temperature", type=float, default=1.0, help="tau of the t* kinds")
+    parser.add_argument("--own-generations", action="store_true",
+                        help="add the student's reverse KL to the teacher on its own answers to the split's prompts")
+    own = parser.add_argument_group("--own-generations decoding (the in-step --gen-* flags of train_distill.py)")
+    own.add_argument("--gen-do-sample", action=argparse.BooleanOptionalAction, default=True,
+                     help="sample the student's answers (default); --no-gen-do-sample: greedy")
+    own.add_argument("--gen-temperature", type=float, default=1.0)
+    own.add_argument("--gen-top-k", type=int, default=0, help="0: off")
+    own.add_argument("--gen-top-p", type=float, default=1.0)
+    own.add_argument("--gen-seed", type=int, default=10, help="seed of the sampled answers")
+    own.add_argument("--max-new-tokens", type=int, default=256, help="most tokens per answer")
+    own.add_argument("--max-prompt-length", type=int, default=256, help="prompts are cut to their last N tokens")
+    own.add_argument("--gen-batch-size", type=int, default=32, help="prompts per generation batch")
+    own.add_argument("--own-answers", help="also write each answer (token ids, EOS, its KL sum and positions) to this "
+                                           "JSONL file")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--dev-num", type=int, default=-1)
     parser.add_argument("--out", help="write the result as JSON here")
@@ -145,19 +218,35 @@ def main(argv: list[str] | None = None) -> dict:
         raise InputError(f"--kinds: unknown {bad}; valid kinds: {', '.join(KINDS)}")
     if args.grad_scale and not args.kinds:
         raise InputError("--grad-scale needs --kinds (the kinds whose gradients to compare with the cross-entropy)")
-    if args.kinds and not args.teacher:
+    if (args.kinds or args.own_generations) and not args.teacher:
         raise InputError("--teacher is required to measure divergences (or pass --kinds alone with --calibration)")
-    if not args.kinds and not args.calibration:
-        raise InputError("nothing to measure: give --kinds or --calibration")
+    if not args.kinds and not args.calibration and not args.own_generations:
+        raise InputError("nothing to measure: give --kinds, --calibration or --own-generations")
+    # The decoding settings are checked by the config that holds them, before any model loads; its message names
+    # the config's flag (--temperature), so it is re-worded with this tool's (--gen-temperature).
+    flags = {"max_new_tokens": "--max-new-tokens", "top_k": "--gen-top-k", "top_p": "--gen-top-p",
+             "temperature": "--gen-temperature", "eval_batch_size": "--gen-batch-size"}
+    try:
+        gen = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=args.gen_do_sample,
+                               top_k=args.gen_top_k, top_p=args.gen_top_p, temperature=args.gen_temperature,
+                               eval_batch_size=args.gen_batch_size)
+    except ConfigError as e:
+        field, _, rest = str(e).partition(":")
+        raise InputError(f"{flags.get(field[2:].replace('-', '_'), field)}:{rest}") from None
+    if args.max_prompt_length < 1:
+        raise InputError(f"--max-prompt-length {args.max_prompt_length}: must be at least 1")
+    if args.own_answers and not args.own_generations:
+        raise InputError("--own-answers writes the answers of --own-generations; add --own-generations")
     # Everything that needs no model, before they load: the model directories, the data, the --out file's directory.
     check_model_dir(args.student, "--student")
     if args.teacher:
         check_model_dir(args.teacher, "--teacher")
     preflight.check_split(args.data_dir, args.split, num=args.dev_num, records=False)
-    if args.out:
-        if Path(args.out).is_dir():
-            raise InputError(f"--out {args.out} is a directory; pass a file name for the JSON result")
-        preflight.check_writable_dir(str(Path(args.out).parent), f"--out {args.out}: its directory", keep=False)
+    for flag, path in (("--out", args.out), ("--own-answers", args.own_answers)):
+        if path:
+            if Path(path).is_dir():
+                raise InputError(f"{flag} {path} is a directory; pass a file name")
+            preflight.check_writable_dir(str(Path(path).parent), f"{flag} {path}: its directory", keep=False)
     if args.temperature != 1.0 and args.kinds and not any(uses_temperature(k) for k in args.kinds):
         print(f"warning: --temperature {args.temperature:g} has no effect: none of --kinds {' '.join(args.kinds)} "
               f"has a temperature (the t* kinds do)", file=sys.stderr, flush=True)
@@ -174,6 +263,14 @@ def main(argv: list[str] | None = None) -> dict:
     if args.grad_scale:
         result["grad_scale"] = gradient_scale(student, teacher, dataset, collate, args.kinds, len(tok),
                                               temperature=args.temperature)
+    if args.own_generations:
+        prompts = [dataset[i]["prompt"].tolist() for i in range(len(dataset))]
+        own, answers = own_generation_rkl(student, teacher, tok, prompts, gen, len(tok), seed=args.gen_seed,
+                                          max_prompt_length=args.max_prompt_length)
+        result["own_generations"] = {**own, "decoding": decoding_settings(gen), "seed": args.gen_seed}
+        if args.own_answers:
+            Path(args.own_answers).write_text("".join(json.dumps({"index": i, **a}) + "\n"
+                                                      for i, a in enumerate(answers)))
     if args.calibration:
         result["calibration"] = {"student": calibration(student, dataset, collate, len(tok))}
         if teacher is not None:
