@@ -1,7 +1,8 @@
 """White-box knowledge distillation: the student learns from a frozen teacher's token distributions.
 
 Loss = (1 - kd_ratio) * CE + kd_ratio * KD(--type) (+ lm_coef * LM on --lm-data-dir); with --seqkd on the teacher's
-own answers, generated in each step (sequence-level KD). Everything else (DeepSpeed, evaluation, checkpoints, resume,
+own answers, generated in each step (sequence-level KD); with --student-gen and --type mixed-<kind> (GKD, ImitKD) or
+adaptive-<kind> (DistiLLM) also on the student's own answers (on-policy, distill/onpolicy.py). Everything else (DeepSpeed, evaluation, checkpoints, resume,
 logging) is the SFT trainer's.
 
 Example: python train_distill.py --model-path checkpoints/tiny-gpt2-student \
@@ -14,11 +15,25 @@ from distill.entry import run_training
 from distill.inputs import check_max_length, check_model_dir
 
 
-def check_inputs(extra, data=None):
+def check_inputs(extra, data=None, train=None):
+    from distill.config import ConfigError
+
     (cfg,) = extra
     check_model_dir(cfg.teacher_model_path, "--teacher-model-path")
     if data is not None:  # the teacher reads the same rows
         check_max_length(cfg.teacher_model_path, data.max_length, "--teacher-model-path")
+    if cfg.on_policy and data is not None:
+        # The data's prompts are at most its processing's --max-prompt-length (meta.json) long.
+        from data_utils.processing import read_meta
+
+        longest = (read_meta(data.data_dir) or {}).get("max_prompt_length", data.max_prompt_length)
+        if data.max_length <= longest:
+            raise ConfigError(f"--max-length {data.max_length}: leaves no room to generate after the data's prompts "
+                              f"of up to {longest} tokens ({data.data_dir}/meta.json); raise --max-length above "
+                              f"{longest}")
+    if cfg.on_policy and train is not None and cfg.capacity < train.batch_size:
+        raise ConfigError(f"--capacity {cfg.capacity}: the replay buffer must hold a micro-batch (--batch-size "
+                          f"{train.batch_size}); raise --capacity to at least {train.batch_size}")
 
 
 def teacher_of(extra):
@@ -36,6 +51,10 @@ def make_objective(tokenizer, extra, env, gen=None):
     (cfg,) = extra
     if cfg.seqkd:  # the teacher's answers, generated in each step, as the training text
         return SeqKDObjective(cfg, len(tokenizer), tokenizer, cfg.step_generation(gen))
+    if cfg.on_policy:  # GKD / ImitKD (mixed-<kind>), DistiLLM (adaptive-<kind>)
+        from distill.onpolicy import OnPolicyKD
+
+        return OnPolicyKD(cfg, len(tokenizer), tokenizer, cfg.step_generation(gen))
     return KDObjective(cfg, len(tokenizer))
 
 

@@ -21,11 +21,11 @@ ObjectiveFactory = Callable[[Any, list[Any], "dist.DistEnv", GenerationConfig], 
 @exit_on_input_error
 def run_training(description: str, make_objective: ObjectiveFactory, extra_classes: Sequence[type] = (),
                  argv: Optional[Sequence[str]] = None,
-                 check_inputs: Optional[Callable[[list[Any], DataConfig], None]] = None,
+                 check_inputs: Optional[Callable[[list[Any], DataConfig, TrainConfig], None]] = None,
                  teacher_of: Optional[Callable[[list[Any]], Any]] = None) -> dict[str, Any]:
     """Parses ``ModelConfig, DataConfig, TrainConfig, GenerationConfig`` (+ ``extra_classes``), then trains.
 
-    ``check_inputs(extra_configs, data_cfg)`` checks the method's own inputs (e.g. the teacher directory) before
+    ``check_inputs(extra_configs, data_cfg, train_cfg)`` checks the method's own inputs (e.g. the teacher directory) before
     anything loads; ``make_objective(tokenizer, extra_configs, env, gen)`` builds what a step computes (``gen``: the
     run's GenerationConfig); ``teacher_of(extra_configs)`` names the teacher (a distill.models.TeacherSpec), which
     the trainer loads and places.
@@ -42,7 +42,7 @@ def run_training(description: str, make_objective: ObjectiveFactory, extra_class
     require_split(data_cfg.data_dir, "train")
     require_split(data_cfg.data_dir, "valid")
     if check_inputs is not None:
-        check_inputs(extra, data_cfg)
+        check_inputs(extra, data_cfg, train_cfg)
     # Everything else that needs no model, checked before any loads (distill/preflight.py): the DeepSpeed JSON and the
     # settings the flags override in it, the data files themselves, and the flags that do nothing with the others.
     from distill import preflight

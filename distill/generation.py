@@ -53,8 +53,9 @@ def generation_kwargs(gen: GenerationConfig, tokenizer: Any) -> dict[str, Any]:
 
 @torch.no_grad()
 def generate_batch(model: nn.Module, tokenizer: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   gen: GenerationConfig, synced_gpus: bool = False) -> list[list[int]]:
-    """Generates for one left-padded batch [B, P]; returns each row's new token ids, cut at the first EOS."""
+                   gen: GenerationConfig, synced_gpus: bool = False, keep_eos: bool = False) -> list[list[int]]:
+    """Generates for one left-padded batch [B, P]; returns each row's new token ids, cut at the first EOS (which
+    ``keep_eos`` keeps: the caller then knows which answers ended and which ran into the length limit)."""
     kw = generation_kwargs(gen, tokenizer)
     limit = max_positions(model)
     if limit is not None:
@@ -69,7 +70,7 @@ def generate_batch(model: nn.Module, tokenizer: Any, input_ids: torch.Tensor, at
     result = []
     for row in new:
         if eos is not None and eos in row:
-            row = row[: row.index(eos)]
+            row = row[: row.index(eos) + int(keep_eos)]
         result.append(row)
     return result
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -111,15 +111,19 @@ class StepContext:
     ``stage``: the run's index in a staged plan (``--stage``, 0 otherwise); ``rng``: a torch.Generator seeded per
     rank whose state every checkpoint keeps; ``student``: the model being trained (the engine: forward with
     gradient); ``teacher``: the frozen teacher placed by the trainer, or None; ``training``: False in evaluation;
-    ``max_length``: the run's --max-length (prompt + response tokens of a training row)."""
+    ``max_length``: the run's --max-length (prompt + response tokens of a training row); ``shared_rng``: a
+    generator seeded alike on every rank and checkpointed, for draws all ranks must agree on (whether a step
+    generates: under ZeRO-3 generation gathers parameters collectively)."""
 
     def __init__(self, *, step: int, total_steps: int, epoch: float, stage: int, rng: torch.Generator,
                  student: nn.Module, teacher: Optional[nn.Module], tokenizer: Any, device: torch.device,
                  training: bool = True, max_length: Optional[int] = None,
-                 policy: Optional[Callable[[str], contextlib.AbstractContextManager[nn.Module]]] = None):
+                 policy: Optional[Callable[[str], contextlib.AbstractContextManager[nn.Module]]] = None,
+                 shared_rng: Optional[torch.Generator] = None):
         self.step, self.total_steps, self.epoch, self.stage = step, total_steps, epoch, stage
         self.max_length = max_length
         self.rng, self.student, self.teacher, self.tokenizer, self.device = rng, student, teacher, tokenizer, device
+        self.shared_rng = shared_rng if shared_rng is not None else torch.Generator().manual_seed(0)
         self.training = training
         self._policy = policy
 
@@ -137,14 +141,14 @@ class StepContext:
         return self._policy(which)
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, gen: Any,
-                 which: str = "student") -> list[list[int]]:
-        """New token ids per row of a left-padded prompt batch, cut at the first EOS (distill/generation.py), sampled
-        with ``ctx.rng``'s next seed so a resumed run samples the same."""
+                 which: str = "student", keep_eos: bool = False) -> list[list[int]]:
+        """New token ids per row of a left-padded prompt batch, cut at the first EOS (kept with ``keep_eos``;
+        distill/generation.py), sampled with ``ctx.rng``'s next seed so a resumed run samples the same."""
         from distill.generation import generate_batch
 
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.rng))
         with self.policy(which) as model, _seeded(seed, input_ids.device):
-            return generate_batch(model, self.tokenizer, input_ids, attention_mask, gen)
+            return generate_batch(model, self.tokenizer, input_ids, attention_mask, gen, keep_eos=keep_eos)
 
 
 @contextlib.contextmanager
@@ -166,6 +170,9 @@ class Objective:
     teacher_needs: Optional[Needs] = None
     #: The teacher's share in the pretraining term when the run has one (--lm-data-dir): see WithPretraining.
     pretraining_kd_ratio: float = 0.0
+    #: True: the trainer evaluates (validation loss only) before the first step of a fresh run and hands the
+    #: metrics to ``on_evaluate`` (a schedule that compares later evaluations with the initial one).
+    evaluate_at_start: bool = False
 
     def modules(self) -> dict[str, nn.Module]:
         """Trainable modules of the objective (optimised with the student, saved and restored with it)."""
@@ -184,6 +191,15 @@ class Objective:
 
     def combine(self, means: Mapping[str, torch.Tensor], ctx: StepContext) -> torch.Tensor:
         raise NotImplementedError
+
+    def step_metrics(self) -> dict[str, float]:
+        """Numbers about the last ``prepare`` to log with the step (averaged over ranks and the log window), e.g.
+        generated tokens and seconds; ``gen_tokens`` with ``gen_seconds`` also give the generated tokens/s."""
+        return {}
+
+    def on_evaluate(self, metrics: Mapping[str, float], ctx: StepContext) -> None:
+        """Called with the metrics of each evaluation during training (validation loss of every term as
+        ``valid/<term>``, Rouge-L with --eval-gen); e.g. a threshold that follows the validation loss."""
 
     def state_dict(self) -> dict[str, Any]:
         """State that must survive a resume (buffers, thresholds): tensors and plain values only (loaded with
@@ -239,8 +255,9 @@ class KDObjective(Objective):
         assert teacher is not None and student.logits is not None and teacher.logits is not None
         v = self.vocab_size
         c = self.cfg
-        kd = distillation_loss(c.type, student.logits[..., :v], teacher.logits[..., :v], response_mask(batch),
-                               temperature=c.temperature_kld, skew_alpha=c.skew_alpha, jsd_beta=c.jsd_beta,
+        kind, jsd_beta = c.divergence()  # --type without an on-policy prefix; --gkd-beta's kind
+        kd = distillation_loss(kind, student.logits[..., :v], teacher.logits[..., :v], response_mask(batch),
+                               temperature=c.temperature_kld, skew_alpha=c.skew_alpha, jsd_beta=jsd_beta,
                                token_ratio=c.token_ratio, token_score=c.token_score, labels=batch["labels"],
                                reduction="sum")
         return {"ce": ce_sum(student.logits, batch["labels"]), "kd": kd}
@@ -336,6 +353,7 @@ class WithPretraining(Objective):
         self.student_needs = inner.student_needs
         self.teacher_needs = inner.teacher_needs
         self.pretraining_kd_ratio = kd_ratio
+        self.evaluate_at_start = inner.evaluate_at_start
 
     def modules(self) -> dict[str, nn.Module]:
         return self.inner.modules()
@@ -373,6 +391,12 @@ class WithPretraining(Objective):
 
     def combine(self, means: Mapping[str, torch.Tensor], ctx: StepContext) -> torch.Tensor:
         return self.inner.combine(means, ctx) + self.coef * means["lm"]
+
+    def step_metrics(self) -> dict[str, float]:
+        return self.inner.step_metrics()
+
+    def on_evaluate(self, metrics: Mapping[str, float], ctx: StepContext) -> None:
+        self.inner.on_evaluate(metrics, ctx)
 
     def state_dict(self) -> dict[str, Any]:
         return self.inner.state_dict()

@@ -291,6 +291,9 @@ class Trainer:
                                 else f"whole on {env.device}"))
         # The objective's own generator (sampling in prepare): seeded per rank, its state in every checkpoint.
         self.objective_rng = torch.Generator().manual_seed(train.seed * 1_000_003 + env.rank)
+        # ...and one seeded alike on every rank, for the draws the ranks must agree on (whether a step generates).
+        self.shared_rng = torch.Generator().manual_seed(train.seed * 1_000_003 + 999_983)
+        self.prepare_seconds = 0.0  # the last step's time in the objective's prepare (generation)
         self.step = 0
         self.best: dict[str, Any] = {}
         # What the run did, over all its launches (kept in the checkpoint): the run summary's counters.
@@ -309,7 +312,7 @@ class Trainer:
                            stage=self.train_cfg.stage, rng=self.objective_rng,
                            student=self.engine if training else self.student, teacher=self.teacher,
                            tokenizer=self.tokenizer, device=self.env.device, training=training,
-                           max_length=self.data_cfg.max_length, policy=self._policy)
+                           max_length=self.data_cfg.max_length, policy=self._policy, shared_rng=self.shared_rng)
 
     @contextlib.contextmanager
     def _policy(self, which: str) -> Iterator[nn.Module]:
@@ -362,7 +365,9 @@ class Trainer:
         ctx = self.context()
         # The objective's no-grad work (generation, scoring, buffers) comes before counting, so the global
         # normalisation below covers the batches actually trained on.
+        t0 = time.time()
         micro = self.objective.prepare(micro, ctx)
+        self.prepare_seconds = time.time() - t0
         if len(micro) != gas:  # DeepSpeed's accumulation boundary counts on exactly gas micro-batches
             raise RuntimeError(f"{type(self.objective).__name__}.prepare returned {len(micro)} micro-batches for "
                                f"{gas}; it must return one per micro-batch it was given")
@@ -414,10 +419,14 @@ class Trainer:
             self.scheduler.step()  # DeepSpeed holds the schedule on a skipped step; it follows the step count here
         if not self.own_clip:
             grad_norm = self._ds_grad_norm()
-        # The per-rank pieces add up to the global means.
+        # The per-rank pieces add up to the global means; the objective's own numbers are averaged over ranks.
         keys = list(logged)
-        reduced = dist.all_reduce_sum([logged[k] for k in keys] + [tokens], self.env.device).tolist()
-        out = dict(zip(keys, reduced[:-1]))
+        own = self.objective.step_metrics()
+        own_keys = list(own)
+        reduced = dist.all_reduce_sum([logged[k] for k in keys] + [own[k] for k in own_keys] + [tokens],
+                                      self.env.device).tolist()
+        out = dict(zip(keys, reduced[:len(keys)]))
+        out.update({k: v / self.env.world_size for k, v in zip(own_keys, reduced[len(keys):-1])})
         out["tokens"] = reduced[-1]
         # fp16's loss scaler skips overflowing steps by design (and lowers the scale): not a bad step by itself.
         out["bad"] = float(skip or (skipped_by_ds and not self.fp16))
@@ -451,9 +460,10 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ evaluate ---
     @torch.no_grad()
-    def evaluate(self, step: int) -> dict[str, float]:
+    def evaluate(self, step: int, initial: bool = False) -> dict[str, float]:
         """Validation loss of every objective term and, with --eval-gen, Rouge-L of generations decoded with the run's
-        GenerationConfig (greedy unless --do-sample)."""
+        GenerationConfig (greedy unless --do-sample). ``initial``: the evaluation before training that an objective
+        asked for (``evaluate_at_start``): the loss only, logged at step 0, never a best checkpoint."""
         model = self.student
         module = self.engine.module  # the student, with the objective's modules when it has some
         was_training = module.training
@@ -486,7 +496,7 @@ class Trainer:
         # A term with nothing to average over in validation (the pretraining term) is not reported; it adds 0.
         metrics = {f"valid/{k}": v for j, (k, v) in enumerate(means.items()) if red[len(names) + j] > 0}
         metrics["valid/loss"] = float(self.objective.combine({k: torch.tensor(v) for k, v in means.items()}, ctx))
-        if self.train_cfg.eval_gen:
+        if self.train_cfg.eval_gen and not initial:
             # Sampled validation (--do-sample) draws from its own seed (--seed and the step), inside a forked RNG:
             # its draws neither depend on nor change the training streams (dropout), so evaluating more or less
             # often leaves training as it was, and a step's scores do not depend on what ran before.
@@ -508,6 +518,9 @@ class Trainer:
             metrics["valid/gen_tokens"] = sum(r["num_tokens"] for r in recs) / max(len(recs), 1)
         if was_training:
             module.train()
+        if initial:
+            self.logger.log_metrics(step, metrics)
+            return metrics
         self._update_best(step, metrics)
         self.logger.log_metrics(step, metrics)
         return metrics
@@ -545,6 +558,7 @@ class Trainer:
                   "bad_steps": self.guard.state(), "totals": self._totals()}
         self.engine.save_checkpoint(str(ckpt), tag=DS_TAG, client_state=client, save_latest=False)
         torch.save({**dist.rng_state(), "objective_rng": self.objective_rng.get_state(),
+                    "shared_rng": self.shared_rng.get_state(),
                     "objective": self.objective.state_dict()}, ckpt / f"rng_state_{self.env.rank}.pt")
         dist.barrier()
         if self.env.is_main:
@@ -610,6 +624,8 @@ class Trainer:
             self.objective_rng.set_state(rng.pop("objective_rng"))
         self.objective.load_state_dict(rng.pop("objective", {}))
         dist.set_rng_state(rng)
+        if "shared_rng" in rng:
+            self.shared_rng.set_state(rng.pop("shared_rng"))
         self.logger.info(f"resumed from {ckpt} (step {step})")
         return step
 
@@ -631,6 +647,8 @@ class Trainer:
         self._wall_base = self.totals.get("wall_seconds", 0.0)  # earlier launches of a resumed run
         self.totals["launches"] = self.totals.get("launches", 0.0) + 1
         final_eval: dict[str, float] = {}
+        if self.objective.evaluate_at_start and self.step == 0:  # the reference of a schedule (DistiLLM's)
+            self.objective.on_evaluate(self.evaluate(0, initial=True), self.context(training=False))
         # Logged train metrics are means over the steps since the last log line (one step's batch is noisy,
         # length-grouped batches especially); tokens/s covers training time only, not evaluation or saving.
         window: dict[str, float] = {}
@@ -641,6 +659,8 @@ class Trainer:
             self.step += 1
             dt = time.time() - t0
             window_time += dt
+            window["prepare_seconds"] = window.get("prepare_seconds", 0.0) + self.prepare_seconds
+            self.totals["prepare_seconds"] = self.totals.get("prepare_seconds", 0.0) + self.prepare_seconds
             bad = bool(out.pop("bad"))
             # A skipped step's numbers are not finite: it is counted, logged in its own line, and kept out of the means.
             try:
@@ -665,8 +685,12 @@ class Trainer:
             last_step = self.step == self.total_iters
             last_eval = {}
             if self.step % cfg.log_interval == 0 or last_step:
-                metrics = {f"train/{k}": v / max(window_steps, 1) for k, v in window.items() if k != "tokens"}
+                metrics = {f"train/{k}": v / max(window_steps, 1) for k, v in window.items()
+                           if k not in ("tokens", "prepare_seconds")}
+                if window.get("gen_seconds"):  # an objective that generates: its speed, per rank
+                    metrics["train/gen_tokens_per_s"] = window["gen_tokens"] / window["gen_seconds"]
                 metrics.update({"train/lr": lr, "train/tokens_per_s": window["tokens"] / max(window_time, 1e-9),
+                                "train/prepare_share": window["prepare_seconds"] / max(window_time, 1e-9),
                                 "train/skipped_steps": self.guard.total,
                                 "train/epoch": self.stream.epoch,
                                 "train/peak_mem_mb": peak_memory_mb(self.env.device)})
@@ -674,6 +698,7 @@ class Trainer:
                 window, window_steps, window_time = {}, 0, 0.0
             if (self.eval_every and self.step % self.eval_every == 0) or last_step:
                 last_eval = final_eval = self.evaluate(self.step)
+                self.objective.on_evaluate(last_eval, self.context(training=False))
             # A new best is always saved, so `best` points at weights that exist.
             new_best = bool(last_eval) and self.best.get("step") == self.step
             if (self.save_every and self.step % self.save_every == 0) or last_step or new_best:
@@ -698,6 +723,7 @@ class Trainer:
                 "epochs": self.stream.epoch,
                 "world_size": self.env.world_size, "train_examples": len(self.train_set),
                 "examples_seen": self.stream.examples_consumed() * self.env.world_size,
-                "train_seconds": t["train_seconds"], "wall_seconds": t["wall_seconds"], "tokens": int(t["tokens"]),
+                "train_seconds": t["train_seconds"], "wall_seconds": t["wall_seconds"],
+                "prepare_seconds": t.get("prepare_seconds", 0.0), "tokens": int(t["tokens"]),
                 "launches": int(t["launches"]), "skipped_steps": self.guard.total, "best": self.best,
                 "final": dict(final_eval)}
