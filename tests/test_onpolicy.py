@@ -287,3 +287,26 @@ def test_student_gen_without_a_teacher_is_refused_in_one_line(tiny_models: dict,
                            str(tmp_path / "run"), "--total-iters", "1", "--type", "mixed-jsd", "--student-gen"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--student-gen: needs a teacher" in proc.stderr, proc.stderr
+
+
+def test_two_ranks_under_zero3_take_the_same_decisions_and_generate_together(tiny_models: dict, processed_tiny: Path,
+                                                                            tmp_path: Path, subprocess_env: dict) -> None:
+    """2 processes, ZeRO-3 (student and teacher partitioned): generation gathers the parameters collectively, so the
+    ranks must agree on every micro-batch's source — they draw from the shared generator — or the run would hang."""
+    from tests.conftest import free_port, run_checked
+
+    save = tmp_path / "zero3"
+    argv = onpolicy_args(tiny_models, processed_tiny, save, "--type", "mixed-jsd", "--mixed-alpha", "0.5",
+                         "--total-iters", "4")
+    ds = argv.index("--deepspeed-config") + 1
+    argv[ds] = str(REPO_ROOT / "configs" / "deepspeed" / "ds_config_zero3_fp32.json")
+    run_checked([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                 free_port(), str(REPO_ROOT / "train_distill.py"), *argv], subprocess_env, timeout=400)
+    assert "partitioned over 2 ranks (ZeRO-3)" in (save / "log.txt").read_text()
+    states = [torch.load(save / "4" / f"rng_state_{r}.pt", weights_only=True) for r in (0, 1)]
+    assert states[0]["objective"]["sources"] == states[1]["objective"]["sources"]
+    assert states[0]["objective"]["sources"]["fresh"] > 0
+    # Each rank keeps its own buffer of its own prompts' answers.
+    assert not torch.equal(states[0]["objective"]["buffer"]["tokens"], states[1]["objective"]["buffer"]["tokens"])
+    logged = [m for m in read_metrics(save) if "train/loss" in m]
+    assert len(logged) == 4 and all(math.isfinite(m["train/loss"]) for m in logged)
