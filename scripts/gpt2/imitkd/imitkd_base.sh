@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# ImitKD as released (scripts/gpt2/imitkd/imitkd_base.sh of the DistiLLM code): GPT-2 base (0.1B), SFT-initialised
+# (init/init_base.sh), from the SFT'd GPT-2 XL (1.5B); --type mixed-fkl, the student's own answers in every
+# micro-batch (--mixed-alpha 1.0); lr 5e-4, batch 8, 20 epochs, kd-ratio 1.0, the pretraining term on OpenWebText
+# (processed_data/openwebtext/full/gpt2). Every value is overridable: scripts/common/onpolicy.sh.
+FAMILY=gpt2; METHOD=imitkd; STUDENT=${STUDENT:-gpt2-base}; STUDENT_HF=openai-community/gpt2; TEACHER=${TEACHER:-gpt2-xlarge}; TEACHER_SCRIPT=sft/sft_xlarge.sh; INIT_SCRIPT=init/init_base.sh
+LR=${LR:-5e-4}; BATCH_SIZE=${BATCH_SIZE:-8}; GRAD_ACC=${GRAD_ACC:-1}; EPOCHS=${EPOCHS:-20}
+source "$(dirname "${BASH_SOURCE[0]}")/../../common/onpolicy.sh" "$@"
