@@ -15,7 +15,7 @@ from distill.entry import run_training
 from distill.inputs import check_max_length, check_model_dir
 
 
-def check_inputs(extra, data=None, train=None):
+def check_inputs(extra, data=None, train=None, gen=None):
     from distill.config import ConfigError
 
     (cfg,) = extra

@@ -84,7 +84,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     data_dir: Optional[str] = _opt(None, "Processed data directory holding train_0.bin/.idx and valid_0.bin/.idx "
-                                         "(tools/process_data_dolly.py makes it).")
+                                         "(tools/process_data_dolly.py makes it).", aliases=["--prompt-data-dir"])
     max_length: int = _opt(512, "Maximum tokens of prompt + response (+ EOS) in training.")
     max_prompt_length: int = _opt(256, "Maximum prompt tokens at generation time.")
     num_workers: int = _opt(0, "DataLoader worker processes.")
@@ -93,6 +93,8 @@ class DataConfig:
                                             "language-modelling loss.")
     lm_coef: Optional[float] = _opt(None, "Weight of the language-modelling loss on --lm-data-dir; default 1 with "
                                           "--lm-data-dir (as in the MiniLLM and DistiLLM code), else 0.")
+    seed_lm: Optional[int] = _opt(None, "Seed of the pretraining corpus's order (default: --seed + 1; MiniLLM's "
+                                        "launchers use 7).")
 
     def __post_init__(self) -> None:
         _check(self.max_length > 1, "max_length", f"must be > 1, got {self.max_length}")
@@ -245,12 +247,16 @@ def from_namespace(cls: type[C], ns: argparse.Namespace) -> C:
 
 
 def parse_configs(classes: Sequence[type], argv: Optional[Sequence[str]] = None, description: str = "",
-                  extra: Optional[typing.Callable[[argparse.ArgumentParser], None]] = None) -> list[Any]:
-    """Parses ``argv`` into one instance of each class; a bad value exits with status 2 and a one-line message."""
+                  extra: Optional[typing.Callable[[argparse.ArgumentParser], None]] = None,
+                  defaults: Optional[typing.Mapping[str, Any]] = None) -> list[Any]:
+    """Parses ``argv`` into one instance of each class; a bad value exits with status 2 and a one-line message.
+    ``defaults``: an entry point's own defaults for some fields (MiniLLM's optimiser), shown in its ``--help``."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     for cls in classes:
         add_dataclass_arguments(parser, cls)
+    if defaults:
+        parser.set_defaults(**defaults)
     if extra is not None:
         extra(parser)
     # DeepSpeed's launcher (`deepspeed`, unless given --no_local_rank) passes --local_rank=N to every rank. The rank is
@@ -502,3 +508,56 @@ def no_effect_warnings(*configs: Any) -> list[str]:
             if data is not None and data.lm_coef == 0:
                 warn(cfg, "lm_kd_ratio", "there is no pretraining term without --lm-data-dir (and --lm-coef > 0)")
     return out
+
+
+@dataclass
+class MiniLLMConfig:
+    """MiniLLM (train_minillm.py): the LMOps minillm flags, with train_base_xl.sh's values as defaults."""
+
+    teacher_model_path: Optional[str] = _opt(None, "Teacher model directory (or a LoRA adapter directory on a base).")
+    teacher_peft_path: Optional[str] = _opt(None, "LoRA adapter applied to the teacher (merged for inference).")
+    teacher_model_fp16: bool = _opt(False, "Run the frozen teacher in float16 (GPU).")
+    teacher_model_bf16: bool = _opt(False, "Run the frozen teacher in bfloat16.")
+    type: Literal["minillm"] = _opt("minillm", "The method (accepted for the LMOps launch lines; only minillm).")
+    ppo_epochs: int = _opt(4, "Passes of PPO steps over each rollout store before it is refilled.")
+    num_rollouts: int = _opt(256, "Rollouts per store, over all processes (each holds num_rollouts / world size).")
+    chunk_size: Optional[int] = _opt(None, "Prompts per generation call while filling the store (default: "
+                                           "--batch-size; the LMOps scripts use 16).")
+    cliprange: float = _opt(0.2, "PPO clip range of the ratio rho * w.")
+    gamma: float = _opt(0.95, "Discount of the rewards-to-go (the reward of the token itself included).")
+    reward_scaling: Optional[float] = _opt(0.5, "Rewards (log p_T - log q_old per token) are divided by this.")
+    cliprange_reward: float = _opt(100.0, "Rewards are clipped to +- this after scaling (0: no clipping).")
+    length_norm: bool = _opt(True, "Divide each token's reward-to-go by the number of response tokens left "
+                                   "(MiniLLM's length normalisation).")
+    single_step_reg: bool = _opt(True, "Add the exact per-position reverse KL to the teacher on the rollout "
+                                       "positions (MiniLLM's single-step regularisation).")
+    teacher_mixed_alpha: Optional[float] = _opt(0.2, "Sample rollouts from (1 - a) q + a p_T, the tokens weighted "
+                                                     "by q / ((1 - a) q + a p_T); 0: from the student alone.")
+    kd_ratio: float = _opt(0.5, "The pretraining term on --lm-data-dir as (1 - r) CE + r teacher soft "
+                                "cross-entropy (MiniLLM's --kd-ratio).")
+    seed_ppo: int = _opt(42, "Seed of the rollout store's shuffles (plus the rank).")
+
+    def __post_init__(self) -> None:
+        _check(self.teacher_model_path is not None, "teacher_model_path", "is required (MiniLLM's rewards are the "
+                                                                         "teacher's log-probabilities)")
+        _check(not (self.teacher_model_fp16 and self.teacher_model_bf16), "teacher_model_fp16",
+               "choose one of --teacher-model-fp16 / --teacher-model-bf16")
+        _check(self.ppo_epochs >= 1, "ppo_epochs", "must be >= 1")
+        _check(self.num_rollouts >= 1, "num_rollouts", "must be >= 1")
+        _check(self.chunk_size is None or self.chunk_size >= 1, "chunk_size", "must be >= 1")
+        _check(self.cliprange > 0, "cliprange", "must be > 0")
+        _check(0.0 <= self.gamma <= 1.0, "gamma", "must be in [0, 1]")
+        _check(self.reward_scaling is None or self.reward_scaling > 0, "reward_scaling", "must be > 0")
+        _check(self.cliprange_reward >= 0, "cliprange_reward", "must be >= 0 (0: no clipping)")
+        _check(self.teacher_mixed_alpha is None or 0.0 <= self.teacher_mixed_alpha < 1.0, "teacher_mixed_alpha",
+               "must be in [0, 1) (1 would sample the teacher alone, and the weights would not be defined)")
+        _check(0.0 <= self.kd_ratio <= 1.0, "kd_ratio", "must be in [0, 1]")
+
+
+#: train_minillm.py's defaults for the shared training flags: the LMOps MiniLLM optimiser and train_base_xl.sh.
+MINILLM_TRAIN_DEFAULTS: dict[str, Any] = {
+    "lr": 5e-6, "adam_beta1": 0.9, "adam_beta2": 0.95, "weight_decay": 1e-6, "lr_schedule": "constant",
+    "warmup_iters": 100, "batch_size": 16, "total_iters": 5000, "epochs": 10, "eval_interval": 100,
+    "save_interval": 500, "seed": 10, "seed_lm": 7, "max_length": 512, "max_prompt_length": 256,
+    "do_sample": True, "top_k": 0, "top_p": 1.0, "temperature": 1.0, "eval_gen": True, "log_interval": 16,
+}

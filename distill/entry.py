@@ -21,17 +21,19 @@ ObjectiveFactory = Callable[[Any, list[Any], "dist.DistEnv", GenerationConfig], 
 @exit_on_input_error
 def run_training(description: str, make_objective: ObjectiveFactory, extra_classes: Sequence[type] = (),
                  argv: Optional[Sequence[str]] = None,
-                 check_inputs: Optional[Callable[[list[Any], DataConfig, TrainConfig], None]] = None,
-                 teacher_of: Optional[Callable[[list[Any]], Any]] = None) -> dict[str, Any]:
+                 check_inputs: Optional[Callable[[list[Any], DataConfig, TrainConfig, GenerationConfig], None]] = None,
+                 teacher_of: Optional[Callable[[list[Any]], Any]] = None,
+                 defaults: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Parses ``ModelConfig, DataConfig, TrainConfig, GenerationConfig`` (+ ``extra_classes``), then trains.
 
-    ``check_inputs(extra_configs, data_cfg, train_cfg)`` checks the method's own inputs (e.g. the teacher directory) before
+    ``check_inputs(extra_configs, data_cfg, train_cfg, gen_cfg)`` checks the method's own inputs (e.g. the teacher directory) before
     anything loads; ``make_objective(tokenizer, extra_configs, env, gen)`` builds what a step computes (``gen``: the
     run's GenerationConfig); ``teacher_of(extra_configs)`` names the teacher (a distill.models.TeacherSpec), which
     the trainer loads and places.
     """
     model_cfg, data_cfg, train_cfg, gen_cfg, *extra = parse_configs(
-        [ModelConfig, DataConfig, TrainConfig, GenerationConfig, *extra_classes], argv, description)
+        [ModelConfig, DataConfig, TrainConfig, GenerationConfig, *extra_classes], argv, description,
+        defaults=defaults)
     # Inputs are checked before anything slow happens.
     check_model_dir(model_cfg.model_path, trust_remote_code=model_cfg.trust_remote_code)
     check_max_length(model_cfg.model_path, data_cfg.max_length)
@@ -42,7 +44,7 @@ def run_training(description: str, make_objective: ObjectiveFactory, extra_class
     require_split(data_cfg.data_dir, "train")
     require_split(data_cfg.data_dir, "valid")
     if check_inputs is not None:
-        check_inputs(extra, data_cfg, train_cfg)
+        check_inputs(extra, data_cfg, train_cfg, gen_cfg)
     # Everything else that needs no model, checked before any loads (distill/preflight.py): the DeepSpeed JSON and the
     # settings the flags override in it, the data files themselves, and the flags that do nothing with the others.
     from distill import preflight
@@ -65,8 +67,8 @@ def run_training(description: str, make_objective: ObjectiveFactory, extra_class
     from distill.config import to_dict
 
     run_dir = rundir.claim(train_cfg, {**to_dict(model_cfg, data_cfg, train_cfg, gen_cfg), **to_dict(*extra)},
-                           rundir.field_defaults([ModelConfig, DataConfig, TrainConfig, GenerationConfig,
-                                                  *extra_classes]))
+                           {**rundir.field_defaults([ModelConfig, DataConfig, TrainConfig, GenerationConfig,
+                                                     *extra_classes]), **(defaults or {})})
     failed = True
     try:
         summary = _train(make_objective, model_cfg, data_cfg, train_cfg, gen_cfg, extra, notes,

@@ -119,13 +119,23 @@ class StepContext:
                  student: nn.Module, teacher: Optional[nn.Module], tokenizer: Any, device: torch.device,
                  training: bool = True, max_length: Optional[int] = None,
                  policy: Optional[Callable[[str], contextlib.AbstractContextManager[nn.Module]]] = None,
-                 shared_rng: Optional[torch.Generator] = None):
+                 shared_rng: Optional[torch.Generator] = None,
+                 draw: Optional[Callable[[], dict[str, torch.Tensor]]] = None, batch_size: int = 0):
         self.step, self.total_steps, self.epoch, self.stage = step, total_steps, epoch, stage
         self.max_length = max_length
         self.rng, self.student, self.teacher, self.tokenizer, self.device = rng, student, teacher, tokenizer, device
         self.shared_rng = shared_rng if shared_rng is not None else torch.Generator().manual_seed(0)
+        self._draw = draw
+        self.batch_size = batch_size  # --batch-size: rows per micro-batch
         self.training = training
         self._policy = policy
+
+    def draw_batch(self) -> dict[str, torch.Tensor]:
+        """The next micro-batch of the training stream (this rank's share, in the run's resumable data order): for an
+        objective that ``draws_own_batches``."""
+        if self._draw is None:
+            raise RuntimeError("this context has no training stream to draw from")
+        return self._draw()
 
     @property
     def progress(self) -> float:
@@ -173,6 +183,17 @@ class Objective:
     #: True: the trainer evaluates (validation loss only) before the first step of a fresh run and hands the
     #: metrics to ``on_evaluate`` (a schedule that compares later evaluations with the initial one).
     evaluate_at_start: bool = False
+    #: True: the trainer hands ``prepare`` empty micro-batches (``{}``, plus the pretraining batch when the run has
+    #: one) and the objective draws data itself with ``ctx.draw_batch()`` when it needs some (MiniLLM: prompts for a
+    #: new rollout store, whose batches it then trains on for several steps).
+    draws_own_batches: bool = False
+    #: With both --epochs and --total-iters: False, --total-iters wins; True, the run stops at whichever comes first
+    #: (MiniLLM: --epochs passes over the prompts, or --total-iters steps).
+    stop_at_first_limit: bool = False
+
+    def steps_per_epoch(self, batches_per_epoch: int, gradient_accumulation_steps: int, batch_size: int) -> int:
+        """Optimizer steps per pass over the training data (its micro-batches per rank given)."""
+        return max(batches_per_epoch // gradient_accumulation_steps, 1)
 
     def modules(self) -> dict[str, nn.Module]:
         """Trainable modules of the objective (optimised with the student, saved and restored with it)."""
@@ -354,6 +375,9 @@ class WithPretraining(Objective):
         self.teacher_needs = inner.teacher_needs
         self.pretraining_kd_ratio = kd_ratio
         self.evaluate_at_start = inner.evaluate_at_start
+        self.draws_own_batches = inner.draws_own_batches
+        self.stop_at_first_limit = inner.stop_at_first_limit
+        self.steps_per_epoch = inner.steps_per_epoch  # type: ignore[method-assign]
 
     def modules(self) -> dict[str, nn.Module]:
         return self.inner.modules()

@@ -233,13 +233,18 @@ class Trainer:
         if data.lm_data_dir is not None and data.lm_coef > 0:
             lm_collate = LMCollator(tokenizer.pad_token_id, None, data.max_length, append_eos=False)
             self.lm_stream = MicroBatchStream(LMDataset(data.lm_data_dir), lm_collate, train.batch_size,
-                                              train.seed + 1, env.rank, env.world_size)
+                                              data.seed_lm if data.seed_lm is not None else train.seed + 1,
+                                              env.rank, env.world_size)
         self.collate = collate
         if self.lm_stream is not None and not isinstance(objective, WithPretraining):
             objective = self.objective = WithPretraining(objective, float(data.lm_coef),
                                                          objective.pretraining_kd_ratio, len(tokenizer))
-        steps_per_epoch = max(self.stream.batches_per_epoch // train.gradient_accumulation_steps, 1)
-        self.total_iters = train.total_iters or steps_per_epoch * int(train.epochs)  # type: ignore[arg-type]
+        steps_per_epoch = objective.steps_per_epoch(self.stream.batches_per_epoch, train.gradient_accumulation_steps,
+                                                    train.batch_size)
+        if train.total_iters and train.epochs and objective.stop_at_first_limit:
+            self.total_iters = min(train.total_iters, steps_per_epoch * int(train.epochs))
+        else:
+            self.total_iters = train.total_iters or steps_per_epoch * int(train.epochs)  # type: ignore[arg-type]
         # -1: once per epoch (as the published recipes evaluate), 0: only at the end.
         self.eval_every = steps_per_epoch if train.eval_interval == -1 else train.eval_interval
         self.save_every = steps_per_epoch if train.save_interval == -1 else train.save_interval
@@ -312,7 +317,8 @@ class Trainer:
                            stage=self.train_cfg.stage, rng=self.objective_rng,
                            student=self.engine if training else self.student, teacher=self.teacher,
                            tokenizer=self.tokenizer, device=self.env.device, training=training,
-                           max_length=self.data_cfg.max_length, policy=self._policy, shared_rng=self.shared_rng)
+                           max_length=self.data_cfg.max_length, policy=self._policy, shared_rng=self.shared_rng,
+                           draw=lambda: next(self.stream), batch_size=self.train_cfg.batch_size)
 
     @contextlib.contextmanager
     def _policy(self, which: str) -> Iterator[nn.Module]:
@@ -358,7 +364,8 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         gas, pieces = self.train_cfg.gradient_accumulation_steps, self.train_cfg.length_pieces
-        micro = [next(self.stream) for _ in range(gas)]
+        # An objective that draws its own data (ctx.draw_batch) gets empty micro-batches to fill.
+        micro = [{} if self.objective.draws_own_batches else next(self.stream) for _ in range(gas)]
         if self.lm_stream is not None:  # each micro-batch's pretraining batch, for the "lm" term
             for mb in micro:
                 mb[LM_BATCH] = next(self.lm_stream)  # type: ignore[assignment]
