@@ -154,3 +154,23 @@ def test_bad_minillm_input_is_one_line(flags: list, needle: str, tiny_models: di
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
+
+
+def test_two_ranks_under_zero3_sample_rollouts_and_whiten_over_both(tiny_models: dict, processed_tiny: Path,
+                                                                   tmp_path: Path, subprocess_env: dict) -> None:
+    """2 processes, ZeRO-3: each rank samples its share of the rollouts with both models gathered, the advantages are
+    whitened with statistics over both ranks, and the run ends with finite losses."""
+    from tests.conftest import free_port, run_checked
+
+    save = tmp_path / "zero3"
+    argv = minillm_args(tiny_models, processed_tiny, save, "--total-iters", "3")
+    argv[argv.index("--deepspeed-config") + 1] = str(REPO_ROOT / "configs" / "deepspeed" / "ds_config_zero3_fp32.json")
+    argv[argv.index("--num-rollouts") + 1] = "16"  # 8 per rank
+    run_checked([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                 free_port(), str(REPO_ROOT / "train_minillm.py"), *argv], subprocess_env, timeout=400)
+    assert "partitioned over 2 ranks (ZeRO-3)" in (save / "log.txt").read_text()
+    states = [torch.load(save / "3" / f"rng_state_{r}.pt", weights_only=True)["objective"] for r in (0, 1)]
+    assert [len(s["store"]["prompt_len"]) for s in states] == [8, 8]  # each rank its own share of 16
+    assert not torch.equal(states[0]["store"]["tokens"], states[1]["store"]["tokens"])
+    rows = [m for m in read_metrics(save) if "train/pg" in m]
+    assert len(rows) == 3 and all(math.isfinite(m["train/loss"]) for m in rows)
