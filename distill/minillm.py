@@ -238,6 +238,7 @@ class MiniLLMObjective(Objective):
                                       eos_token_id=eos, pad_token_id=pad, vocab_size=self.vocab_size,
                                       mix_alpha=cfg.teacher_mixed_alpha or 0.0, temperature=self.gen.temperature,
                                       return_teacher_logprobs=True, generator=generator)
+                self._metrics["teacher_seconds"] = self._metrics.get("teacher_seconds", 0.0) + out.teacher_seconds
                 mask = out.mask.float()
                 rewards = token_rewards(out.teacher_logprobs, out.student_logprobs, mask, cfg.reward_scaling,
                                         cfg.cliprange_reward)
@@ -328,6 +329,7 @@ class MiniLLMObjective(Objective):
         if "tokens" in m:
             m["clip_fraction"] = m.pop("clipped_tokens", 0.0) / max(m.pop("tokens"), 1.0)
         m.setdefault("rollout_seconds", 0.0)
+        m.setdefault("teacher_seconds", 0.0)
         return m
 
     # ------------------------------------------------------------------------------------------------- state ---

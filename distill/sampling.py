@@ -28,6 +28,7 @@ Where this differs from the released code, and why (its defects):
 from __future__ import annotations
 
 import inspect
+import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
@@ -81,6 +82,8 @@ class Rollouts:
     inf_mask: Optional[torch.Tensor]
     mix_alpha: float
     temperature: float
+    student_seconds: float = 0.0  # time in the student's / the teacher's forwards of the loop
+    teacher_seconds: float = 0.0
 
 
 def _hf_model(model: nn.Module) -> nn.Module:
@@ -196,10 +199,13 @@ class _Stream:
         self.name, self.model, self.vocab_size = name, model, vocab_size
         self.params = _forward_params(model)
         self.past: Any = None
+        self.seconds = 0.0  # time in this model's forwards (on a GPU, as queued: not synchronised per token)
 
     def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
              prefill: bool) -> torch.Tensor:
+        t0 = time.perf_counter()
         out = self.model(**_model_inputs(self.params, input_ids, attention_mask, position_ids, self.past, prefill))
+        self.seconds += time.perf_counter() - t0
         self.past = out.past_key_values
         logits = out.logits[:, -1]
         if logits.shape[-1] < self.vocab_size:
@@ -311,4 +317,6 @@ def sample_rollouts(student: nn.Module, teacher: Optional[nn.Module], input_ids:
                     student_logprobs=student_logprobs, teacher_logprobs=stack("t"),
                     teacher_sampling_logprobs=stack("ts"), mix_logprobs=stack("mix"),
                     weights=torch.ones_like(student_logprobs) if mix_alpha == 0 else stack("w"),
-                    inf_mask=stack("inf"), mix_alpha=mix_alpha, temperature=float(temperature))
+                    inf_mask=stack("inf"), mix_alpha=mix_alpha, temperature=float(temperature),
+                    student_seconds=streams[0].seconds,
+                    teacher_seconds=streams[1].seconds if len(streams) > 1 else 0.0)
