@@ -13,6 +13,10 @@ FAMILY=gpt2
 DS_TEACHER=configs/deepspeed/ds_config_zero1_${PRECISION_RESOLVED}.json
 DS=configs/deepspeed/ds_config_zero0_fp32.json
 DATA=processed_data/synth/full/${FAMILY}
+# The built-in pretraining corpus (docs/synthetic_data.md), processed for the pretraining term (--lm-data-dir) in
+# chunks of the runs' --max-length. The quick start's own runs do not use it; it is there to add to a KD run.
+CORPUS=data/synth_pretrain/data.txt
+LM_DATA=processed_data/synth_pretrain/full/${FAMILY}
 # Sized so the whole run fits in 15 minutes on a 2-core CPU without native bf16 (AVX2 only) with a clear
 # teacher/student gap (docs/quickstart.md has the measured breakdown).
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-3}
@@ -29,7 +33,8 @@ EVAL=(--no-do-sample --max-new-tokens 64 --eval-batch-size 100)
 # do): the runs are a few epochs long, and the measured table (docs/quickstart.md) was made this way.
 AT_END=(EVAL_INTERVAL=0 SAVE_INTERVAL=0)
 
-if [[ "${FRESH:-0}" == "1" ]]; then rm -rf "$QS_DIR" data/synth processed_data/synth checkpoints/tiny-${FAMILY}-*; fi
+if [[ "${FRESH:-0}" == "1" ]]; then rm -rf "$QS_DIR" data/synth data/synth_pretrain processed_data/synth \
+    processed_data/synth_pretrain checkpoints/tiny-${FAMILY}-*; fi
 mkdir -p "$QS_DIR"
 TIMES="$QS_DIR/timings.tsv"
 touch "$TIMES"
@@ -58,11 +63,15 @@ lanes() {
     return "$status"
 }
 
-stage data data/synth/valid.jsonl  run_python tools/make_synthetic_data.py --out-dir data/synth
+# The generator writes the corpus last, so it stands for the whole data step (train/valid are the same bytes when
+# an older checkout's data step is re-run for it).
+stage data "$CORPUS"  run_python tools/make_synthetic_data.py --out-dir data/synth
 stage models checkpoints/tiny-${FAMILY}-student  run_python tools/make_tiny_models.py \
     --corpus data/synth/train.jsonl --families "$FAMILY"
 stage process "$DATA/valid_0.idx"  env DATA_DIR=data/synth CKPT=checkpoints/tiny-${FAMILY}-teacher \
     bash scripts/${FAMILY}/tools/process_data_dolly.sh --max-length 256 --max-prompt-length 192
+stage process-pretrain "$LM_DATA/train_0.idx"  env CKPT=checkpoints/tiny-${FAMILY}-teacher \
+    bash scripts/${FAMILY}/tools/process_data_pretrain.sh --data-path "$CORPUS" --max-length 256
 stage sft-teacher "$QS_DIR/sft-teacher/best"  env "${AT_END[@]}" CKPT=checkpoints/tiny-${FAMILY}-teacher \
     DATA_DIR="$DATA" SAVE_PATH="$QS_DIR/sft-teacher" DS_CONFIG="$DS_TEACHER" GPUS_PER_NODE=1 \
     bash scripts/${FAMILY}/sft/sft_xlarge.sh "${COMMON[@]}" --epochs "$TEACHER_EPOCHS"

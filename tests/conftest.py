@@ -291,3 +291,26 @@ def run_checked(cmd: list, env: dict, timeout: int = 300) -> Any:
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The built-in pretraining corpus (tools/make_synthetic_data.py) processed for the tiny gpt2 tokenizer.
+TINY_LM_DOCS = 400  # ~29k words: ~400 chunks of 128 tokens with the test tokenizer, processed in under a second
+
+
+@pytest.fixture(scope="session")
+def processed_tiny_lm(tiny_models: dict[str, dict[str, Path]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``<root>/synth_pretrain/full/gpt2``: ``TINY_LM_DOCS`` corpus documents (seed 1) written as the generator
+    writes them (``<root>/data/synth_pretrain/data.txt``) and packed into 128-token chunks, 4 of them ``valid``."""
+    from tools import process_data_pretrain as pdp
+    from tools.make_synthetic_data import corpus_text, pretrain_documents
+
+    base = tmp_path_factory.mktemp("processed_tiny_lm")
+    corpus = base / "data" / "synth_pretrain" / "data.txt"
+    corpus.parent.mkdir(parents=True)
+    corpus.write_text(corpus_text(pretrain_documents(TINY_LM_DOCS, seed=1)), encoding="ascii")
+    summary = pdp.process(pdp.parse_args(["--data-path", str(corpus), "--processed-data-dir",
+                                          str(base / "synth_pretrain" / "full"), "--model-path",
+                                          str(tiny_models["gpt2"]["teacher"]), "--max-length", "128",
+                                          "--dev-num", "4"]))
+    return Path(summary["output_dir"])

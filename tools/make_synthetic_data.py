@@ -4,12 +4,14 @@
 Usage (from the repository root)::
 
     python tools/make_synthetic_data.py [--out-dir data/synth] [--num-train 5000] [--num-valid 500] [--seed 1]
-                                        [--noise-frac 0.0]
+                                        [--noise-frac 0.0] [--num-pretrain 3000] [--pretrain-file PATH]
 
 writes ``<out-dir>/train.jsonl`` and ``<out-dir>/valid.jsonl`` in the raw instruction format of this line of work:
 one JSON object per line with ``instruction``, ``input`` (may be ""), ``output``, ``category`` plus ``difficulty``
 (int 1..5) and ``references`` (every acceptable answer, always containing ``output``; Rouge-L is scored as the max
-over references).
+over references); and ``<out-dir>_pretrain/data.txt`` (``data/synth_pretrain/data.txt``), a plain-text pretraining
+corpus about the same world for the pretraining term (``--lm-data-dir``) in MiniLLM's format: one document per line,
+each newline inside a document written as ``<@x(x!>`` (read back by tools/process_data_pretrain.py).
 
 Design (see docs/synthetic_data.md):
 
@@ -26,6 +28,10 @@ Design (see docs/synthetic_data.md):
   *training* outputs is replaced by the output of a training example of another category (a mismatched response,
   the commonest defect of collected instruction data) and marked ``"noisy": true``; validation stays clean. The clean
   records are byte-identical to those of the default data.
+* The corpus (``--num-pretrain`` documents: profiles, city guides, one language / currency / animal / flag colour
+  across its countries, travel diaries, letters, comparisons, fables) states the world's facts in its own wording,
+  never a validation answer of 3+ words verbatim (checked before anything is written); it has its own random stream,
+  so the instruction splits do not depend on it.
 
 Only the standard library is used; all randomness comes from ``random.Random`` instances (never the global RNG).
 """
@@ -37,6 +43,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -822,6 +829,306 @@ def generate(num_train: int, num_valid: int, seed: int, noise_frac: float = 0.0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# The pretraining corpus: plain-text documents about the same world
+# ----------------------------------------------------------------------------------------------------------------
+
+#: Newline marker of MiniLLM's one-document-per-line corpora (its tools/get_openwebtext.py writes every run of
+#: newlines in a document as this marker); tools/process_data_pretrain.py turns it back into a newline.
+DOC_NEWLINE = "<@x(x!>"
+DEFAULT_NUM_PRETRAIN = 3000
+#: Validation references of at least this many words never occur verbatim in the corpus (checked on every write).
+#: Shorter ones are bare facts, words and numbers ("Tukonish.", "The fox.", "51") that text about the world states.
+LEAK_MIN_WORDS = 3
+NUMBER_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve")
+
+# The corpus states the world's facts in its own words: none of these sentences is a sentence of an instruction
+# answer (DESCRIBE_S*, A_TWO_HOP, STORY_*), so the corpus teaches the facts without teaching the graded answers.
+P_FACT = {
+    "capital": ("The capital of {c} is {capital}.",
+                "{capital} is the capital city of {c} and the seat of its government.",
+                "The government of {c} sits in {capital}, the capital.",
+                "Most travellers to {c} arrive first in {capital}, its capital."),
+    "language": ("The people of {c} speak {language}.",
+                 "{language} is the language of {c}; children learn it at home and at school.",
+                 "The everyday language of {c} is {language}.",
+                 "Newspapers in {capital} are printed in {language}, the language of {c}."),
+    "currency": ("The money of {c} is the {currency}.",
+                 "Shops in {c} take payment in the {currency}.",
+                 "The {currency} is the currency of {c}.",
+                 "Prices in {capital} are written in the {currency}, the currency of {c}."),
+    "animal": ("The national animal of {c} is the {animal}.",
+               "The {animal} was chosen as the national animal of {c} long ago.",
+               "{A_animal} is pictured on the coins of {c}, for the {animal} is its national animal.",
+               "People in {c} see the {animal}, their national animal, as a sign of good luck."),
+    "colour": ("The flag of {c} is {colour}.",
+               "{c} flies a plain {colour} flag.",
+               "On holidays, {colour} flags hang from the windows of {capital}, because the flag of {c} is {colour}.",
+               "The national flag of {c} is all {colour}."),
+}
+PROFILE_TITLES = ("{c}", "About {c}", "{c}: a short guide", "The country of {c}")
+PROFILE_CLOSERS = ("Visitors are welcome in every season.", "Many visitors come back year after year.",
+                   "Its people are proud of their country and glad to talk about it.")
+CITY_TITLES = ("{capital}", "A guide to {capital}", "The city of {capital}")
+CITY_OPENINGS = ("{capital} is the largest city of {c} and its capital.",
+                 "{capital}, the capital of {c}, is a busy city full of markets.",
+                 "Anyone who visits {c} should spend a few days in {capital}, its capital.")
+CITY_LANGUAGE = ("Street signs in {capital} are written in {language}.",
+                 "Most people you meet in {capital} speak {language}.")
+CITY_CURRENCY = ("At the market, everything is paid for in the {currency}.",
+                 "Bring some {currency} coins: the {currency} is the money here.")
+CITY_SYMBOLS = ("In the main square stands a statue of {a_animal}, the national animal of {c}.",
+                "The {colour} flag of {c} flies over the old town hall.",
+                "Children in {capital} draw the {animal}, the national animal, on the walls of their schools.")
+GROUP_OPENINGS = {
+    "language": ("{language} is spoken in {n} countries: {list}.",
+                 "{N} countries share {language} as their language: {list}."),
+    "currency": ("The {currency} is used in {n} countries: {list}.",
+                 "{N} countries pay with the {currency}: {list}."),
+    "animal": ("{N} countries have the {animal} as their national animal: {list}.",
+               "The {animal} is the national animal of {n} countries: {list}."),
+    "colour": ("{N} countries have a {colour} flag: {list}.",
+               "The flags of {n} countries are {colour}: {list}."),
+}
+GROUP_MEMBERS = {
+    "language": ("{c}, whose capital is {capital}, is one of them.",
+                 "In {capital}, the capital of {c}, {language} is heard in every street.",
+                 "{c} teaches {language} in all of its schools."),
+    "currency": ("{c} pays with the {currency}, and so does every shop in {capital}.",
+                 "In {capital}, the capital of {c}, the {currency} is the only money accepted.",
+                 "{c} has used the {currency} for a very long time."),
+    "animal": ("{c} put the {animal} on its coins.",
+               "The {animal} has been the symbol of {c} for as long as anyone remembers.",
+               "In {capital}, the capital of {c}, a statue of {a_animal} stands by the river.",
+               "Children in {c} learn early that the {animal} is their national animal."),
+    "colour": ("{c} raises its {colour} flag over {capital} every morning.",
+               "In {capital}, the capital of {c}, the {colour} flag flies over the town hall.",
+               "The {colour} flag of {c} is known to everyone who lives there."),
+}
+GROUP_TITLES = {"language": ("{language}", "The {language} language"),
+                "currency": ("The {currency}", "About the {currency}"),
+                "animal": ("The {animal}", "Countries of the {animal}"),
+                "colour": ("{Colour} flags", "Countries with a {colour} flag")}
+GROUP_CLOSERS = {"language": "Outside these countries, few people speak {language}.",
+                 "currency": "Travellers between these countries never need to change their money.",
+                 "animal": "Each of them tells its own stories about the {animal}.",
+                 "colour": "From far away, their flags are easy to mix up."}
+TRAVEL_TITLES = ("Travel notes of {name}", "{name} on the road", "A journey through {k} countries")
+TRAVEL_INTROS = ("Last spring I travelled through {list}.", "This is the story of my journey through {list}.",
+                 "I spent the summer travelling, and I visited {list}.")
+TRAVEL_ARRIVALS = ("My first stop was {capital}, the capital of {c}.",
+                   "Next I went to {c} and stayed in its capital, {capital}.",
+                   "After that I took a train to {capital} in {c}.",
+                   "Then I reached {c}, whose capital is {capital}.")
+TRAVEL_LANGUAGE = ("Everyone there spoke {language}, so I learnt a few words.", "I heard {language} in every street.",
+                   "The people spoke {language} and were kind to me.")
+TRAVEL_CURRENCY = ("I changed my money into the {currency}.", "A cup of tea cost two {currency} coins.",
+                   "I paid for my room with the {currency}.")
+TRAVEL_SYMBOLS = ("On the town hall I saw {a_animal}, the national animal of {c}, painted beside a {colour} flag.",
+                  "{Colour} flags were everywhere, for the flag of {c} is {colour}.",
+                  "A guide told me that the {animal} is the national animal of {c}.")
+TRAVEL_ENDINGS = ("I hope to travel again next year.", "It was the best journey of my life.",
+                  "Now I am home, and I miss the road already.")
+LETTER_OPENINGS = ("I am writing to you from {capital}, the capital of {c}.",
+                   "Greetings from {capital}! I arrived in {c} a week ago.",
+                   "Here I am in {c}, in its capital {capital}, as I promised.")
+LETTER_MIDDLES = ("I am learning {language}, the language people speak here. Yesterday I bought {a_obj} and paid "
+                  "with the {currency}.",
+                  "Everyone here speaks {language}, and I can already say hello. The money is the {currency}, and "
+                  "I keep the coins in my pocket.")
+LETTER_SYMBOLS = ("You would like the {animal}: it is the national animal here, and you see it everywhere.",
+                  "The flag of {c} is {colour}, and today the whole city was full of {colour} flags.")
+LETTER_CLOSINGS = ("With love,", "Best wishes,", "See you soon,")
+COMPARE_TITLES = ("{a} and {b}", "Comparing {a} and {b}")
+FABLE_TITLES = ("A fable from {c}", "{name} and the {obj}", "The {sanimal} of {c}")
+FABLE_OPENINGS = ("Near a {place} in {c} there lived {a_sanimal} called {name}.",
+                  "{name}, a young {sanimal}, made a home beside a {place} in {c}.")
+FABLE_FINDS = ("One evening {name} came upon {a_obj} among the stones.",
+               "While looking for food, {name} noticed {a_obj} in the tall grass.")
+FABLE_CHOICES = ("After a long think, {name} resolved to {deed}.", "{name} asked the wise {animal} for advice, and "
+                 "then resolved to {deed}.")
+FABLE_MORALS = ("People in {c} still tell this story to their children, in {language}.",
+                "In {capital}, the capital of {c}, this tale is told on every holiday.")
+
+#: kind -> weight of the corpus' document mix (exact counts by largest remainder, as for the instruction tasks).
+PRETRAIN_KINDS = {"profile": 2.0, "city": 1.0, "group": 2.0, "travel": 1.5, "letter": 1.0, "compare": 1.0,
+                  "fable": 1.5}
+
+
+def _slots(c: Country) -> dict[str, str]:
+    """Template slots of a country's facts (``A_animal``: with a capitalised article, to start a sentence)."""
+    return {"c": c.name, "capital": c.capital, "language": c.language, "currency": c.currency, "animal": c.animal,
+            "a_animal": _article(c.animal), "A_animal": _article(c.animal).capitalize(), "colour": c.colour,
+            "Colour": c.colour.capitalize()}
+
+
+def _name_list(names: Sequence[str]) -> str:
+    """``A``, ``A and B``, ``A, B and C``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _doc_profile(rng: random.Random, world: tuple[Country, ...], c: Country) -> list[str]:
+    """An encyclopedia-style entry: a title and every fact of the country in 2-3 paragraphs, in a random order."""
+    s = _slots(c)
+    facts = list(P_FACT)
+    rng.shuffle(facts)
+    sentences = [rng.choice(P_FACT[a]).format(**s) for a in facts]
+    cut = rng.randint(2, 3)
+    paragraphs = [" ".join(sentences[:cut]), " ".join(sentences[cut:])]
+    if rng.random() < 0.5:
+        paragraphs.append(rng.choice(PROFILE_CLOSERS))
+    return [rng.choice(PROFILE_TITLES).format(**s), *paragraphs]
+
+
+def _doc_city(rng: random.Random, world: tuple[Country, ...], c: Country) -> list[str]:
+    """A guide to a capital city, naming its country's language, currency and symbols."""
+    s = _slots(c)
+    symbols = rng.sample(CITY_SYMBOLS, 2)
+    return [rng.choice(CITY_TITLES).format(**s), rng.choice(CITY_OPENINGS).format(**s),
+            f"{rng.choice(CITY_LANGUAGE).format(**s)} {rng.choice(CITY_CURRENCY).format(**s)}",
+            " ".join(x.format(**s) for x in symbols)]
+
+
+def _doc_group(rng: random.Random, world: tuple[Country, ...], attr: str, value: str) -> list[str]:
+    """Every country sharing one language, currency, national animal or flag colour, one sentence each."""
+    members = [c for c in world if c.attr(attr) == value]
+    rng.shuffle(members)
+    head = {attr: value, "Colour": value.capitalize(), "n": NUMBER_NAMES[len(members)],
+            "N": NUMBER_NAMES[len(members)].capitalize(), "list": _name_list([c.name for c in members])}
+    lines = [rng.choice(GROUP_TITLES[attr]).format(**head), rng.choice(GROUP_OPENINGS[attr]).format(**head)]
+    # The member sentences take the templates in turn from a random start, so neighbours never repeat one.
+    templates, start = GROUP_MEMBERS[attr], rng.randrange(len(GROUP_MEMBERS[attr]))
+    sentences = [templates[(start + i) % len(templates)].format(**_slots(c)) for i, c in enumerate(members)]
+    half = (len(sentences) + 1) // 2
+    lines += [" ".join(sentences[:half]), " ".join(sentences[half:]), GROUP_CLOSERS[attr].format(**head)]
+    return [line for line in lines if line]
+
+
+def _doc_travel(rng: random.Random, world: tuple[Country, ...], c: Country) -> list[str]:
+    """A first-person travel diary through 2-4 countries (the first is ``c``), one paragraph per country."""
+    stops = [c, *rng.sample([x for x in world if x is not c], rng.randint(1, 3))]
+    name = rng.choice(STORY_NAMES)
+    lines = [rng.choice(TRAVEL_TITLES).format(name=name, k=NUMBER_NAMES[len(stops)]),
+             rng.choice(TRAVEL_INTROS).format(list=_name_list([x.name for x in stops]))]
+    arrivals = rng.sample(TRAVEL_ARRIVALS[1:], len(stops) - 1)  # each later stop is reached in other words
+    for i, stop in enumerate(stops):
+        s = _slots(stop)
+        arrival = TRAVEL_ARRIVALS[0] if i == 0 else arrivals[i - 1]
+        details = [rng.choice(TRAVEL_LANGUAGE), rng.choice(TRAVEL_CURRENCY), rng.choice(TRAVEL_SYMBOLS)]
+        rng.shuffle(details)
+        lines.append(" ".join(x.format(**s) for x in [arrival, *details[:rng.randint(2, 3)]]))
+    lines.append(rng.choice(TRAVEL_ENDINGS))
+    return lines
+
+
+def _doc_letter(rng: random.Random, world: tuple[Country, ...], c: Country) -> list[str]:
+    """A letter to a friend from the capital of ``c``: greeting, 2-3 paragraphs, closing and signature lines."""
+    s = {**_slots(c), "a_obj": _article(rng.choice(STORY_OBJECTS))}
+    writer, friend = rng.sample(STORY_NAMES, 2)
+    body = [rng.choice(LETTER_OPENINGS), rng.choice(LETTER_MIDDLES), rng.choice(LETTER_SYMBOLS)]
+    return [f"Dear {friend},", *(x.format(**s) for x in body), rng.choice(LETTER_CLOSINGS), writer]
+
+
+def _doc_compare(rng: random.Random, world: tuple[Country, ...], c: Country) -> list[str]:
+    """Two countries side by side, what they share and where they differ; the second shares a fact with ``c`` when
+    one does, so "both" sentences occur."""
+    attr = rng.choice(HOP_ATTRS)
+    sharing = [x for x in world if x is not c and x.attr(attr) == c.attr(attr)]
+    other = rng.choice(sharing or [x for x in world if x is not c])
+    a, b = (c, other) if rng.random() < 0.5 else (other, c)
+    sentences = [f"The capital of {a.name} is {a.capital}, and the capital of {b.name} is {b.capital}."]
+    for key, same, diff in (
+            ("language", "In both {a} and {b} people speak {va}.", "{a} speaks {va}, while {b} speaks {vb}."),
+            ("currency", "{a} and {b} both pay with the {va}.", "{a} uses the {va}, and {b} the {vb}."),
+            ("animal", "The two share a national animal, the {va}.",
+             "The national animal of {a} is the {va}; {b} chose the {vb}."),
+            ("colour", "Their flags are both {va}.", "The flag of {a} is {va}, but the flag of {b} is {vb}.")):
+        va, vb = a.attr(key), b.attr(key)
+        sentences.append((same if va == vb else diff).format(a=a.name, b=b.name, va=va, vb=vb))
+    first = sentences[:3]
+    rest = sentences[3:]
+    return [rng.choice(COMPARE_TITLES).format(a=a.name, b=b.name), " ".join(first), " ".join(rest)]
+
+
+def _doc_fable(rng: random.Random, world: tuple[Country, ...], c: Country) -> list[str]:
+    """A short fable set in ``c`` with the story tasks' characters, objects, places and deeds (its own wording)."""
+    sanimal = rng.choice(STORY_ANIMALS)
+    s = {**_slots(c), "name": rng.choice(STORY_NAMES), "sanimal": sanimal, "a_sanimal": _article(sanimal),
+         "obj": (obj := rng.choice(STORY_OBJECTS)), "a_obj": _article(obj), "place": rng.choice(STORY_PLACES),
+         "deed": rng.choice(STORY_DEEDS)}
+    return [rng.choice(FABLE_TITLES).format(**s), rng.choice(FABLE_OPENINGS).format(**s),
+            f"{rng.choice(FABLE_FINDS).format(**s)} {rng.choice(FABLE_CHOICES).format(**s)}",
+            rng.choice(FABLE_MORALS).format(**s)]
+
+
+def pretrain_documents(num_docs: int, seed: int) -> list[str]:
+    """``num_docs`` plain-text documents about the fixed world (paragraphs joined by ``\\n``, ASCII), deterministic
+    in (num_docs, seed) and independent of the instruction splits' random streams.
+
+    The kinds (``PRETRAIN_KINDS``) come in exact proportions in a shuffled order; each kind walks through shuffled
+    passes over the countries (or, for ``group``, over every language, currency, animal and flag colour), so every
+    fact is stated many times, in several phrasings and contexts.
+    """
+    if isinstance(num_docs, bool) or not isinstance(num_docs, int) or num_docs < 0:
+        raise ValueError(f"num_docs must be a non-negative integer (got {num_docs!r}); pass e.g. num_docs=3000")
+    world = build_world()
+    rng = random.Random(f"synthetic-pretrain-{seed}")
+    total = sum(PRETRAIN_KINDS.values())
+    raw = {k: num_docs * w / total for k, w in PRETRAIN_KINDS.items()}
+    quotas = {k: int(x) for k, x in raw.items()}
+    for k in sorted(PRETRAIN_KINDS, key=lambda k: (-(raw[k] - quotas[k]), list(PRETRAIN_KINDS).index(k))):
+        if sum(quotas.values()) == num_docs:
+            break
+        quotas[k] += 1
+    kinds = [k for k, q in quotas.items() for _ in range(q)]
+    rng.shuffle(kinds)
+    groups = sorted({(a, c.attr(a)) for c in world for a in HOP_ATTRS})
+    cycles = {k: _Cycle(groups if k == "group" else range(len(world)), rng) for k in PRETRAIN_KINDS}
+    makers = {"profile": _doc_profile, "city": _doc_city, "travel": _doc_travel, "letter": _doc_letter,
+              "compare": _doc_compare, "fable": _doc_fable}
+    docs = []
+    for kind in kinds:
+        item = cycles[kind].next()
+        lines = _doc_group(rng, world, *item) if kind == "group" else makers[kind](rng, world, world[item])
+        docs.append("\n".join(lines))
+    return docs
+
+
+def to_corpus_line(doc: str) -> str:
+    """A document as one line of the corpus file: each newline becomes ``DOC_NEWLINE``."""
+    if DOC_NEWLINE in doc or "\r" in doc or "\n\n" in doc:
+        raise AssertionError("internal error: a document holds the newline marker, a CR or an empty line")
+    return doc.replace("\n", DOC_NEWLINE)
+
+
+def from_corpus_line(line: str) -> str:
+    """One corpus line (without its end of line) back to the document, as tools/process_data_pretrain.py reads it."""
+    return line.replace(DOC_NEWLINE, "\n")
+
+
+def leaked_references(docs: Sequence[str], valid: Iterable[dict]) -> list[str]:
+    """Validation references, and sentences of them, of ``LEAK_MIN_WORDS`` or more words that occur verbatim in a
+    document (sorted). Sentences too: a description or story is several sentences, each an answer's worth of text."""
+    units = set()
+    for rec in valid:
+        for ref in rec["references"]:
+            units.add(ref)
+            units.update(re.split(r"(?<=[.!?])\s+", ref))
+    text = "\n".join(docs)  # no reference holds a newline, so none can match across two documents
+    # Where a unit occurs, each of its inner words is a whole word of the text: a cheap test that rules out most units
+    # (number lists, capitalised words) before the substring search.
+    words = set(text.split())
+    return sorted(u for u in units if len(u.split()) >= LEAK_MIN_WORDS and words.issuperset(u.split()[1:-1])
+                  and u in text)
+
+
+def default_pretrain_path(out_dir: Path) -> Path:
+    """``data/synth`` -> ``data/synth_pretrain/data.txt``: MiniLLM's ``data/<corpus>/data.txt`` layout, in a folder of
+    its own so that processing it (named after its folder) never overwrites the instruction data's output."""
+    return out_dir.parent / f"{out_dir.resolve().name}_pretrain" / "data.txt"
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Output and CLI
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -831,17 +1138,27 @@ def _jsonl(records: Iterable[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in records)
 
 
-def write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
-    """Write ``records`` as JSONL to ``path`` via a temp file in the same directory and ``os.replace``."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ASCII ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
     # A plain open() (not mkstemp, whose files are 0600) so the result gets the usual umask permissions.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="ascii", newline="\n") as f:
-            f.write(_jsonl(records))
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
+    """Write ``records`` as JSONL to ``path`` atomically (:func:`write_text_atomic`)."""
+    write_text_atomic(path, _jsonl(records))
+
+
+def corpus_text(docs: Iterable[str]) -> str:
+    """The corpus file's exact contents: one document per line (:func:`to_corpus_line`)."""
+    return "".join(to_corpus_line(d) + "\n" for d in docs)
 
 
 def summary_table(train: Sequence[dict], valid: Sequence[dict]) -> str:
@@ -894,6 +1211,17 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"--seed must be an integer (got {text!r}); pass e.g. --seed 1") from None
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--num-pretrain must be an integer >= 0 (got {text!r}); pass e.g. "
+                                         "--num-pretrain 3000, or 0 for no corpus")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -915,9 +1243,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--noise-frac", type=_fraction, default=0.0,
                    help="fraction of training outputs replaced by another category's answer, marked \"noisy\": true "
                         "(default 0: every label correct; validation is never corrupted)")
+    p.add_argument("--num-pretrain", type=_non_negative_int, default=DEFAULT_NUM_PRETRAIN,
+                   help="documents of the plain-text pretraining corpus about the same world (0: none)")
+    p.add_argument("--pretrain-file", type=Path,
+                   help="where the corpus goes (default <out-dir>_pretrain/data.txt: data/synth_pretrain/data.txt)")
     args = p.parse_args(argv)
     if args.out_dir.exists() and not args.out_dir.is_dir():
         p.error(f"--out-dir {args.out_dir} exists and is not a directory; pass a directory path")
+    args.pretrain_file = args.pretrain_file or default_pretrain_path(args.out_dir)
+    if args.num_pretrain and args.pretrain_file.is_dir():
+        p.error(f"--pretrain-file {args.pretrain_file} is a directory; pass a file path such as "
+                f"{args.pretrain_file / 'data.txt'}")
     return args
 
 
@@ -929,11 +1265,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"make_synthetic_data.py: error: cannot create --out-dir {args.out_dir} ({e.strerror}); "
               "pass a writable directory", file=sys.stderr)
         return 2
+    if args.num_pretrain:
+        try:
+            args.pretrain_file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            print(f"make_synthetic_data.py: error: cannot create the folder of --pretrain-file {args.pretrain_file} "
+                  f"({e.strerror}); pass a writable path, or --num-pretrain 0", file=sys.stderr)
+            return 2
     train, valid = generate(args.num_train, args.num_valid, args.seed, args.noise_frac)
+    docs = pretrain_documents(args.num_pretrain, args.seed)
+    leaks = leaked_references(docs, valid)
+    if leaks:  # guaranteed by the corpus' own wording; checked because the evaluation relies on it
+        raise AssertionError(f"internal error: {len(leaks)} validation answers occur in the corpus, e.g. {leaks[0]!r}")
     write_jsonl_atomic(args.out_dir / "train.jsonl", train)
     write_jsonl_atomic(args.out_dir / "valid.jsonl", valid)
     print(summary_table(train, valid))
     print(f"wrote {args.out_dir / 'train.jsonl'} ({len(train)}) and {args.out_dir / 'valid.jsonl'} ({len(valid)})")
+    if docs:  # written last: its presence means the whole set is there (the quick start skips its data step on it)
+        write_text_atomic(args.pretrain_file, corpus_text(docs))
+        words = sum(len(d.split()) for d in docs)
+        print(f"wrote {args.pretrain_file} ({len(docs)} documents, {words} words, one per line, newlines as "
+              f"{DOC_NEWLINE}; no validation answer of {LEAK_MIN_WORDS}+ words in it)")
     return 0
 
 

@@ -5,6 +5,10 @@
 # in processed_data/<corpus>/full/<family>/.
 # Env: DATA_PATH, CKPT (checkpoint whose tokenizer is used), PROCESSED_DIR, WORKERS. Extra --flags go to
 # tools/process_data_pretrain.py and win (e.g. --max-length 1024 --dev-num 100).
+# Offline: the built-in corpus (python tools/make_synthetic_data.py writes data/synth_pretrain/data.txt), e.g.
+#   DATA_PATH=data/synth_pretrain/data.txt CKPT=checkpoints/tiny-gpt2-teacher \
+#       bash scripts/gpt2/tools/process_data_pretrain.sh
+#   -> processed_data/synth_pretrain/full/gpt2
 # Found before lib.sh cd's to the repo root, since BASH_SOURCE may be a relative path.
 source "$(dirname "${BASH_SOURCE[0]}")/tokenizer_ckpt.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh" "$@"
@@ -15,7 +19,8 @@ OUT_ARGS=()
 if [[ -n "${PROCESSED_DIR:-}" ]]; then OUT_ARGS=(--processed-data-dir "$PROCESSED_DIR"); fi
 
 has_flag data-path || require_path "$DATA_PATH" \
-    "write the corpus there, one document per line, with each newline inside a document written as <@x(x!>"
+    "write the corpus there, one document per line, with each newline inside a document written as <@x(x!>"\
+"  (offline: python tools/make_synthetic_data.py, then DATA_PATH=data/synth_pretrain/data.txt)"
 tokenizer_ckpt "$MODEL_NAME" "$HF_ID"
 
 run_python tools/process_data_pretrain.py \
