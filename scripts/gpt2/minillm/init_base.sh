@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# MiniLLM's initialisation as released (LMOps minillm/README.md, "Initial Checkpoints": minillm/scripts/gpt2/sft/
+# sft_base.sh, its checkpoint selected by validation loss): SFT of GPT-2 base (0.1B) for 20 epochs, lr 5e-4, batch 2,
+# validation loss every epoch (no generation: --no-eval-gen, so the best checkpoint is the lowest validation loss) ->
+# results/gpt2/train/minillm_init/gpt2-base/, whose best checkpoint minillm/train_base_xl.sh starts from.
+FAMILY=gpt2; MODEL_NAME=${MODEL_NAME:-gpt2-base}; HF_ID=openai-community/gpt2; METHOD=minillm_init
+LR=${LR:-5e-4}; BATCH_SIZE=${BATCH_SIZE:-2}; GRAD_ACC=${GRAD_ACC:-1}; EPOCHS=${EPOCHS:-20}
+EXTRA=(--no-eval-gen)
+source "$(dirname "${BASH_SOURCE[0]}")/../../common/sft.sh" "$@"
