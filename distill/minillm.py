@@ -122,6 +122,7 @@ class Rollout:
     prompt: list[int]
     response: list[int]  # the sampled tokens, EOS included when the answer ended
     old_logprobs: list[float]  # log q_old of each response token (at the sampling temperature)
+    teacher_logprobs: list[float]  # log p_T of each response token (the raw teacher, as the reward reads it)
     rewards: list[float]  # the clipped, scaled per-token rewards
     weights: list[float]  # importance weights q / ((1 - a) q + a p_T); 1 without teacher mixing
 
@@ -157,16 +158,18 @@ class RolloutStore:
                 "response_len": torch.tensor([len(x.response) for x in r], dtype=torch.long),
                 "tokens": torch.tensor([t for x in r for t in (*x.prompt, *x.response)], dtype=torch.long),
                 "old_logprobs": torch.tensor([v for x in r for v in x.old_logprobs], dtype=torch.float64),
+                "teacher_logprobs": torch.tensor([v for x in r for v in x.teacher_logprobs], dtype=torch.float64),
                 "rewards": torch.tensor([v for x in r for v in x.rewards], dtype=torch.float64),
                 "weights": torch.tensor([v for x in r for v in x.weights], dtype=torch.float64),
                 "order": torch.tensor(self.order, dtype=torch.long), "cursor": self.cursor, "passes": self.passes}
 
     def load_state_dict(self, s: Mapping[str, Any]) -> None:
-        tokens, lp, rw, w = (s[k].tolist() for k in ("tokens", "old_logprobs", "rewards", "weights"))
+        tokens, lp, tp, rw, w = (s[k].tolist() for k in ("tokens", "old_logprobs", "teacher_logprobs", "rewards",
+                                                         "weights"))
         self.rollouts, at, ra = [], 0, 0
         for n_p, n_r in zip(s["prompt_len"].tolist(), s["response_len"].tolist()):
             self.rollouts.append(Rollout(tokens[at:at + n_p], tokens[at + n_p:at + n_p + n_r], lp[ra:ra + n_r],
-                                         rw[ra:ra + n_r], w[ra:ra + n_r]))
+                                         tp[ra:ra + n_r], rw[ra:ra + n_r], w[ra:ra + n_r]))
             at, ra = at + n_p + n_r, ra + n_r
         self.order, self.cursor, self.passes = s["order"].tolist(), int(s["cursor"]), int(s["passes"])
 
@@ -245,7 +248,8 @@ class MiniLLMObjective(Objective):
                 for b, prompt in enumerate(chunk):
                     n = int(out.lengths[b])
                     rollouts.append(Rollout(list(prompt), out.tokens[b, :n].tolist(),
-                                            out.student_logprobs[b, :n].tolist(), rewards[b, :n].tolist(),
+                                            out.student_logprobs[b, :n].tolist(),
+                                            out.teacher_logprobs[b, :n].tolist(), rewards[b, :n].tolist(),
                                             out.weights[b, :n].tolist()))
         self.store = RolloutStore(rollouts)
         self.refills += 1

@@ -68,7 +68,7 @@ def test_the_single_step_term_is_the_exact_reverse_kl(temperature: float) -> Non
 
 
 def test_the_store_walks_ppo_epochs_shuffled_passes_then_asks_for_a_refill() -> None:
-    store = RolloutStore([Rollout([i], [i + 10], [0.0], [0.0], [1.0]) for i in range(6)])
+    store = RolloutStore([Rollout([i], [i + 10], [0.0], [0.0], [0.0], [1.0]) for i in range(6)])
     g = torch.Generator().manual_seed(0)
     seen = []
     while not store.used_up(ppo_epochs=3, n=2):
@@ -80,7 +80,7 @@ def test_the_store_walks_ppo_epochs_shuffled_passes_then_asks_for_a_refill() -> 
     restored = RolloutStore()
     restored.load_state_dict(store.state_dict())
     assert restored.rollouts == store.rollouts and restored.order == store.order and restored.passes == store.passes
-    odd = RolloutStore([Rollout([i], [1], [0.0], [0.0], [1.0]) for i in range(5)])
+    odd = RolloutStore([Rollout([i], [1], [0.0], [0.0], [0.0], [1.0]) for i in range(5)])
     assert sum(1 for _ in iter(lambda: odd.used_up(1, 2), True) if odd.take(2, g)) == 2  # drop_last: 5 // 2
 
 
