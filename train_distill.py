@@ -12,7 +12,7 @@ Launch scripts: scripts/<family>/kd/*.sh.
 """
 from distill.config import DistillConfig
 from distill.entry import run_training
-from distill.inputs import check_max_length, check_model_dir
+from distill.inputs import check_generation_room, check_max_length, check_model_dir
 
 
 def check_inputs(extra, data=None, train=None, gen=None):
@@ -23,14 +23,7 @@ def check_inputs(extra, data=None, train=None, gen=None):
     if data is not None:  # the teacher reads the same rows
         check_max_length(cfg.teacher_model_path, data.max_length, "--teacher-model-path")
     if cfg.on_policy and data is not None:
-        # The data's prompts are at most its processing's --max-prompt-length (meta.json) long.
-        from data_utils.processing import read_meta
-
-        longest = (read_meta(data.data_dir) or {}).get("max_prompt_length", data.max_prompt_length)
-        if data.max_length <= longest:
-            raise ConfigError(f"--max-length {data.max_length}: leaves no room to generate after the data's prompts "
-                              f"of up to {longest} tokens ({data.data_dir}/meta.json); raise --max-length above "
-                              f"{longest}")
+        check_generation_room(data)
     if cfg.on_policy and train is not None and cfg.capacity < train.batch_size:
         raise ConfigError(f"--capacity {cfg.capacity}: the replay buffer must hold a micro-batch (--batch-size "
                           f"{train.batch_size}); raise --capacity to at least {train.batch_size}")
@@ -38,11 +31,8 @@ def check_inputs(extra, data=None, train=None, gen=None):
 
 def teacher_of(extra):
     """The teacher the trainer loads and places (distill/models.py load_teacher)."""
-    from distill.models import TeacherSpec
-
     (cfg,) = extra
-    dtype = "fp16" if cfg.teacher_model_fp16 else "bf16" if cfg.teacher_model_bf16 else "fp32"
-    return TeacherSpec(cfg.teacher_model_path, cfg.teacher_peft_path, dtype)
+    return cfg.teacher_spec()
 
 
 def make_objective(tokenizer, extra, env, gen=None):

@@ -10,7 +10,7 @@ Launch scripts: scripts/<family>/minillm/*.sh.
 """
 from distill.config import MINILLM_TRAIN_DEFAULTS, MiniLLMConfig
 from distill.entry import run_training
-from distill.inputs import check_max_length, check_model_dir
+from distill.inputs import check_generation_room, check_max_length, check_model_dir
 
 
 def check_inputs(extra, data=None, train=None, gen=None):
@@ -25,13 +25,7 @@ def check_inputs(extra, data=None, train=None, gen=None):
     check_model_dir(cfg.teacher_model_path, "--teacher-model-path")
     if data is not None:
         check_max_length(cfg.teacher_model_path, data.max_length, "--teacher-model-path")
-        from data_utils.processing import read_meta
-
-        longest = (read_meta(data.data_dir) or {}).get("max_prompt_length", data.max_prompt_length)
-        if data.max_length <= longest:
-            raise ConfigError(f"--max-length {data.max_length}: leaves no room to sample a response after the data's "
-                              f"prompts of up to {longest} tokens ({data.data_dir}/meta.json); raise --max-length "
-                              f"above {longest}")
+        check_generation_room(data, "to sample a response")
     if train is not None:
         from distill import preflight
 
@@ -43,11 +37,8 @@ def check_inputs(extra, data=None, train=None, gen=None):
 
 
 def teacher_of(extra):
-    from distill.models import TeacherSpec
-
     (cfg,) = extra
-    dtype = "fp16" if cfg.teacher_model_fp16 else "bf16" if cfg.teacher_model_bf16 else "fp32"
-    return TeacherSpec(cfg.teacher_model_path, cfg.teacher_peft_path, dtype)
+    return cfg.teacher_spec()
 
 
 def make_objective(tokenizer, extra, env, gen=None):

@@ -277,11 +277,29 @@ def to_dict(*configs: Any) -> dict[str, Any]:
 
 
 @dataclass
-class DistillConfig:
+class TeacherConfig:
+    """The frozen teacher's flags, shared by the distillation configs (DistillConfig, MiniLLMConfig)."""
+
     teacher_model_path: Optional[str] = _opt(None, "Teacher model directory (or a LoRA adapter directory on a base).")
     teacher_peft_path: Optional[str] = _opt(None, "LoRA adapter applied to the teacher (merged for inference).")
     teacher_model_fp16: bool = _opt(False, "Run the frozen teacher in float16 (GPU).")
     teacher_model_bf16: bool = _opt(False, "Run the frozen teacher in bfloat16.")
+
+    def _check_teacher(self, why: str = "") -> None:
+        _check(self.teacher_model_path is not None, "teacher_model_path", "is required" + why)
+        _check(not (self.teacher_model_fp16 and self.teacher_model_bf16), "teacher_model_fp16",
+               "choose one of --teacher-model-fp16 / --teacher-model-bf16")
+
+    def teacher_spec(self) -> Any:
+        """The teacher the trainer loads and places (distill/models.py TeacherSpec)."""
+        from distill.models import TeacherSpec
+
+        dtype = "fp16" if self.teacher_model_fp16 else "bf16" if self.teacher_model_bf16 else "fp32"
+        return TeacherSpec(self.teacher_model_path, self.teacher_peft_path, dtype)  # type: ignore[arg-type]
+
+
+@dataclass
+class DistillConfig(TeacherConfig):
     type: str = _opt("fkl", "Divergence: fkl (kd), rkl, jsd, tvd, sfkl, srkl, or a temperature kind tfkl, trkl, "
                             "tjsd, ttvd (ttvdf), tsfkl, tsrkl.")
     kd_ratio: float = _opt(0.5, "Loss = (1 - kd_ratio) * CE + kd_ratio * KD.")
@@ -336,7 +354,7 @@ class DistillConfig:
 
         _check(not (self.student_gen and self.teacher_model_path is None), "student_gen",
                "needs a teacher to score the student's outputs: give --teacher-model-path")
-        _check(self.teacher_model_path is not None, "teacher_model_path", "is required")
+        self._check_teacher()
         _check(split_type(self.type)[1] in KINDS, "type",
                f"unknown kind {self.type!r}; valid kinds: {', '.join(KINDS)}, each also as "
                + " or ".join(f"{s}-<kind>" for s in SCHEDULES) + " (on-policy, with --student-gen)")
@@ -356,8 +374,6 @@ class DistillConfig:
         _check(self.gen_no_repeat_ngram_size >= 0, "gen_no_repeat_ngram_size", "must be >= 0")
         _check(self.gen_repetition_penalty > 0, "gen_repetition_penalty", "must be > 0")
         _check(self.gen_num_beams >= 1, "gen_num_beams", "must be >= 1 (1: no beam search)")
-        _check(not (self.teacher_model_fp16 and self.teacher_model_bf16), "teacher_model_fp16",
-               "choose one of --teacher-model-fp16 / --teacher-model-bf16")
         _check(0.0 <= self.mixed_alpha <= 1.0, "mixed_alpha", f"must be in [0, 1], got {self.mixed_alpha}")
         _check(self.capacity >= 1, "capacity", f"must be >= 1, got {self.capacity}")
         _check(0.0 <= self.init_threshold <= 1.0, "init_threshold", "must be in [0, 1]")
@@ -511,13 +527,9 @@ def no_effect_warnings(*configs: Any) -> list[str]:
 
 
 @dataclass
-class MiniLLMConfig:
+class MiniLLMConfig(TeacherConfig):
     """MiniLLM (train_minillm.py): the LMOps minillm flags, with train_base_xl.sh's values as defaults."""
 
-    teacher_model_path: Optional[str] = _opt(None, "Teacher model directory (or a LoRA adapter directory on a base).")
-    teacher_peft_path: Optional[str] = _opt(None, "LoRA adapter applied to the teacher (merged for inference).")
-    teacher_model_fp16: bool = _opt(False, "Run the frozen teacher in float16 (GPU).")
-    teacher_model_bf16: bool = _opt(False, "Run the frozen teacher in bfloat16.")
     type: Literal["minillm"] = _opt("minillm", "The method (accepted for the LMOps launch lines; only minillm).")
     ppo_epochs: int = _opt(4, "Passes of PPO steps over each rollout store before it is refilled.")
     num_rollouts: int = _opt(256, "Rollouts per store, over all processes (each holds num_rollouts / world size).")
@@ -538,10 +550,7 @@ class MiniLLMConfig:
     seed_ppo: int = _opt(42, "Seed of the rollout store's shuffles (plus the rank).")
 
     def __post_init__(self) -> None:
-        _check(self.teacher_model_path is not None, "teacher_model_path", "is required (MiniLLM's rewards are the "
-                                                                         "teacher's log-probabilities)")
-        _check(not (self.teacher_model_fp16 and self.teacher_model_bf16), "teacher_model_fp16",
-               "choose one of --teacher-model-fp16 / --teacher-model-bf16")
+        self._check_teacher(" (MiniLLM's rewards are the teacher's log-probabilities)")
         _check(self.ppo_epochs >= 1, "ppo_epochs", "must be >= 1")
         _check(self.num_rollouts >= 1, "num_rollouts", "must be >= 1")
         _check(self.chunk_size is None or self.chunk_size >= 1, "chunk_size", "must be >= 1")

@@ -275,3 +275,17 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def check_generation_room(data: "object", what: str = "to generate") -> None:
+    """A --max-length that leaves no room for one generated token after the data's longest prompt (its processing's
+    --max-prompt-length, in meta.json) is refused in one line: for methods that generate inside training steps."""
+    from data_utils.processing import read_meta
+
+    data_dir, max_length = getattr(data, "data_dir"), getattr(data, "max_length")
+    longest = (read_meta(data_dir) or {}).get("max_prompt_length", getattr(data, "max_prompt_length"))
+    if max_length <= longest:
+        from distill.config import ConfigError
+
+        raise ConfigError(f"--max-length {max_length}: leaves no room {what} after the data's prompts of up to "
+                          f"{longest} tokens ({data_dir}/meta.json); raise --max-length above {longest}")
