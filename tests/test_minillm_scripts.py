@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,8 @@ import pytest
 from distill.config import (MINILLM_TRAIN_DEFAULTS, DataConfig, GenerationConfig, MiniLLMConfig, ModelConfig,
                             TrainConfig, no_effect_warnings, parse_configs)
 from tests.conftest import REPO_ROOT, read_metrics
-from tests.test_scripts import FP32, recorded_train_configs, recorder, run_script  # noqa: F401 (recorder: fixture)
-
-TEACHERS = {"gpt2": ("gpt2-xlarge", "sft/sft_xlarge.sh"), "opt": ("opt-2.7B", "sft/sft_2.7B.sh"),
-            "llama": ("openllama2-7B", "sft/sft_7B_lora.sh")}
+from tests.test_scripts import (FP32, TEACHERS, named_launcher, recorded_train_configs, recorder,  # noqa: F401
+                                run_script, stops)  # (recorder: a fixture)
 # script -> (student, batch size, gradient accumulation, chunk size, LR schedule, gradient checkpointing, ZeRO stage,
 # LoRA student, its init launcher). The release: GPT-2 train_{base,medium,large}_xl.sh; OPT train_1.3B_13B.sh's values
 # for this toolkit's OPT students; LLaMA train_7B_13B.sh / train_7B_13B_lora.sh (cosine_trm).
@@ -172,23 +169,6 @@ def test_minillm_script_command_line(script: str, recorder, tmp_path: Path) -> N
     assert not mini.teacher_model_fp16  # the caller's dtype flag replaces the launcher's
     assert data.lm_data_dir == str(root / "corpus")  # the flag, unchecked by the launcher (the trainer checks it)
     assert train.save.endswith(f"/{name}-{teacher}")
-
-
-def stops(script: str, env: dict, root: Path, argv_file: Path) -> str:
-    """The one error line of a script that must stop before launching anything."""
-    argv_file.unlink(missing_ok=True)
-    proc = run_script(script, env, str(root))
-    assert proc.returncode != 0 and not argv_file.exists(), proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    return errors[0]
-
-
-def named_launcher(error: str) -> str:
-    """The script an error line tells to run (``bash scripts/...sh``), checked to exist."""
-    m = re.search(r"bash (scripts/\S+\.sh)", error)
-    assert m and (REPO_ROOT / m.group(1)).is_file(), error
-    return m.group(1)
 
 
 @pytest.mark.parametrize("script", sorted(RELEASE))

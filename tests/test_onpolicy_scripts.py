@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,8 @@ import pytest
 from distill.config import (DataConfig, DistillConfig, GenerationConfig, ModelConfig, TrainConfig,
                             no_effect_warnings, parse_configs)
 from tests.conftest import REPO_ROOT, read_metrics
-from tests.test_scripts import FP32, recorded_train_configs, recorder, run_script  # noqa: F401 (recorder: fixture)
-
-TEACHERS = {"gpt2": ("gpt2-xlarge", "sft/sft_xlarge.sh"), "opt": ("opt-2.7B", "sft/sft_2.7B.sh"),
-            "llama": ("openllama2-7B", "sft/sft_7B_lora.sh")}
+from tests.test_scripts import (FP32, TEACHERS, named_launcher, recorded_train_configs, recorder,  # noqa: F401
+                                run_script, stops)  # (recorder: a fixture)
 # script -> (student, --type, lr, batch size, epochs, pretraining corpus), as released (gradient accumulation 1 in
 # every one). GKD on GPT-2 has no corpus; OPT and OpenLLaMA train with one in all three methods.
 RELEASE = {
@@ -177,23 +174,6 @@ def test_onpolicy_script_command_line(script: str, recorder, tmp_path: Path) -> 
     cfgs = recorded(argv_file)
     assert (cfgs[4].type, cfgs[4].student_gen) == ("fkl", False) and no_effect_warnings(*cfgs) == []
     assert cfgs[1].lm_data_dir == (f"{root}/processed_data/openwebtext/full/{family}" if corpus else None)
-
-
-def stops(script: str, env: dict, root: Path, argv_file: Path) -> str:
-    """The one error line of a script that must stop before launching anything."""
-    argv_file.unlink(missing_ok=True)
-    proc = run_script(script, env, str(root))
-    assert proc.returncode != 0 and not argv_file.exists(), proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    return errors[0]
-
-
-def named_launcher(error: str) -> str:
-    """The script an error line tells to run (``bash scripts/...sh``), checked to exist."""
-    m = re.search(r"bash (scripts/\S+\.sh)", error)
-    assert m and (REPO_ROOT / m.group(1)).is_file(), error
-    return m.group(1)
 
 
 @pytest.mark.parametrize("script", sorted(RELEASE))

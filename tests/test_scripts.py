@@ -245,3 +245,28 @@ def test_eval_script_missing_checkpoint_stops_at_once(script: str, recorder, tmp
     assert proc.returncode != 0 and not argv_file.exists()
     assert str(tmp_path / "no-ckpt") in proc.stderr and "CKPT=" in proc.stderr
     assert f"scripts/{family_of(script)}/sft/" in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared by the method launchers' tests (tests/test_onpolicy_scripts.py, tests/test_minillm_scripts.py).
+# ----------------------------------------------------------------------------------------------------------------
+#: family -> (its teacher's name, the launcher that fine-tunes it)
+TEACHERS = {"gpt2": ("gpt2-xlarge", "sft/sft_xlarge.sh"), "opt": ("opt-2.7B", "sft/sft_2.7B.sh"),
+            "llama": ("openllama2-7B", "sft/sft_7B_lora.sh")}
+
+
+def stops(script: str, env: dict, root: Path, argv_file: Path) -> str:
+    """The one error line of a script that must stop before launching anything."""
+    argv_file.unlink(missing_ok=True)
+    proc = run_script(script, env, str(root))
+    assert proc.returncode != 0 and not argv_file.exists(), proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+def named_launcher(error: str) -> str:
+    """The script an error line tells to run (``bash scripts/...sh``), checked to exist."""
+    m = re.search(r"bash (scripts/\S+\.sh)", error)
+    assert m and (REPO_ROOT / m.group(1)).is_file(), error
+    return m.group(1)

@@ -39,37 +39,17 @@ source "$(dirname "${BASH_SOURCE[0]}")/train_flags.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh" "$@"
 
 # The student: the MiniLLM initialisation (a full model, or a LoRA adapter on the pretrained base).
-INIT_HINT="bash scripts/${FAMILY}/${INIT_SCRIPT}"
-STUDENT_FLAGS=()
+init_student minillm_init minillm_init_lora
 NAME=${STUDENT}
-if [[ "${LORA_STUDENT:-}" == 1 ]]; then
-    NAME=${STUDENT}-lora
-    STUDENT_PEFT=${STUDENT_PEFT:-${BASE_PATH}/results/${FAMILY}/train/minillm_init_lora/${STUDENT}/best}
-    STUDENT_FLAGS=(--peft lora)
-    if ! has_flag peft-path; then
-        require_path "$STUDENT_PEFT" "$INIT_HINT (or STUDENT_PEFT=<adapter dir>)"
-        STUDENT_FLAGS+=(--peft-path "$STUDENT_PEFT")
-    fi
-else
-    CKPT=${CKPT:-${BASE_PATH}/results/${FAMILY}/train/minillm_init/${STUDENT}/best}
-    require_path "$CKPT" "$INIT_HINT (or CKPT=checkpoints/${STUDENT} to start from the pretrained model)"
-fi
+if [[ "${LORA_STUDENT:-}" == 1 ]]; then NAME=${STUDENT}-lora; fi
 if [[ -n "${TEACHER_PEFT:-}" && -n "${TEACHER_HF:-}" ]]; then
     # A LoRA teacher: its base is a download, not a run of TEACHER_SCRIPT (kd_inputs' hint for TEACHER_CKPT).
     TEACHER_CKPT=${TEACHER_CKPT:-${BASE_PATH}/checkpoints/${TEACHER}}
     require_path "$TEACHER_CKPT" "huggingface-cli download ${TEACHER_HF} --local-dir ${TEACHER_CKPT}"
 fi
 kd_inputs
-if [[ -n "${TEACHER_PEFT:-}" ]] && ! has_flag teacher-peft-path; then
-    require_path "$TEACHER_PEFT" "fine-tune the teacher first: bash scripts/${FAMILY}/${TEACHER_SCRIPT}"
-fi
-LM_DATA_DIR=${LM_DATA_DIR:-${BASE_PATH}/processed_data/openwebtext/full/${FAMILY}}
-LM_FLAGS=()
-if [[ "$LM_DATA_DIR" != none ]] && ! has_flag lm-data-dir; then
-    require_path "$LM_DATA_DIR/train_0.bin" \
-        "bash scripts/${FAMILY}/tools/process_data_pretrain.sh (or LM_DATA_DIR=none: no pretraining term)"
-    LM_FLAGS=(--lm-data-dir "$LM_DATA_DIR")
-fi
+teacher_adapter_input
+lm_corpus_flags
 # A run without the pretraining term gets its own directory (the release's train_*_no_pt.sh).
 SUFFIX=""
 if [[ "$LM_DATA_DIR" == none ]] && ! has_flag lm-data-dir; then SUFFIX=-no_pt; fi

@@ -43,30 +43,10 @@ TYPE=$(flag_value type "$DEFAULT_TYPE")
 KD_RATIO=${KD_RATIO:-1.0}
 
 # The student: the SFT initialisation (a full model, or a LoRA adapter on the pretrained base).
-INIT_HINT="bash scripts/${FAMILY}/${INIT_SCRIPT}"
-STUDENT_FLAGS=()
-if [[ "${LORA_STUDENT:-}" == 1 ]]; then
-    STUDENT_PEFT=${STUDENT_PEFT:-${BASE_PATH}/results/${FAMILY}/train/init/${STUDENT}/best}
-    STUDENT_FLAGS=(--peft lora)
-    if ! has_flag peft-path; then
-        require_path "$STUDENT_PEFT" "$INIT_HINT (or STUDENT_PEFT=<adapter dir>)"
-        STUDENT_FLAGS+=(--peft-path "$STUDENT_PEFT")
-    fi
-else
-    CKPT=${CKPT:-${BASE_PATH}/results/${FAMILY}/train/init/${STUDENT}/best}
-    require_path "$CKPT" "$INIT_HINT (or CKPT=checkpoints/${STUDENT} to start from the pretrained model)"
-fi
+init_student init
 kd_inputs
-if [[ -n "${TEACHER_PEFT:-}" ]] && ! has_flag teacher-peft-path; then
-    require_path "$TEACHER_PEFT" "fine-tune the teacher first: bash scripts/${FAMILY}/${TEACHER_SCRIPT}"
-fi
-LM_DATA_DIR=${LM_DATA_DIR:-${BASE_PATH}/processed_data/openwebtext/full/${FAMILY}}
-LM_FLAGS=()
-if [[ "$LM_DATA_DIR" != none ]] && ! has_flag lm-data-dir; then
-    require_path "$LM_DATA_DIR/train_0.bin" \
-        "bash scripts/${FAMILY}/tools/process_data_pretrain.sh (or LM_DATA_DIR=none: no pretraining term)"
-    LM_FLAGS=(--lm-data-dir "$LM_DATA_DIR")
-fi
+teacher_adapter_input
+lm_corpus_flags
 SAVE_PATH=${SAVE_PATH:-${BASE_PATH}/results/${FAMILY}/train/${METHOD}/${STUDENT}-${TEACHER}-${TYPE}}
 
 # The method's flags follow the schedule of the --type in effect, so another --type given to the script gets its own

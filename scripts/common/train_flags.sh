@@ -40,3 +40,44 @@ kd_flags() {
         "${EXTRA[@]+"${EXTRA[@]}"}" "${PASS_ARGS[@]+"${PASS_ARGS[@]}"}"
     )
 }
+
+# init_student DIR [LORA_DIR]: the student of a method that starts from an SFT initialisation (onpolicy.sh: init;
+# minillm.sh: minillm_init), made by scripts/<family>/<INIT_SCRIPT>: CKPT=results/<family>/train/DIR/<student>/best,
+# or with LORA_STUDENT=1 a LoRA adapter STUDENT_PEFT=results/<family>/train/LORA_DIR/<student>/best on CKPT
+# (kd_inputs' default checkpoints/<student>), adding --peft lora --peft-path to STUDENT_FLAGS; checked to exist.
+init_student() {
+    local dir=$1 lora_dir=${2:-$1}
+    INIT_HINT="bash scripts/${FAMILY}/${INIT_SCRIPT}"
+    STUDENT_FLAGS=()
+    if [[ "${LORA_STUDENT:-}" == 1 ]]; then
+        STUDENT_PEFT=${STUDENT_PEFT:-${BASE_PATH}/results/${FAMILY}/train/${lora_dir}/${STUDENT}/best}
+        STUDENT_FLAGS=(--peft lora)
+        if ! has_flag peft-path; then
+            require_path "$STUDENT_PEFT" "$INIT_HINT (or STUDENT_PEFT=<adapter dir>)"
+            STUDENT_FLAGS+=(--peft-path "$STUDENT_PEFT")
+        fi
+    else
+        CKPT=${CKPT:-${BASE_PATH}/results/${FAMILY}/train/${dir}/${STUDENT}/best}
+        require_path "$CKPT" "$INIT_HINT (or CKPT=checkpoints/${STUDENT} to start from the pretrained model)"
+    fi
+}
+
+# teacher_adapter_input: a LoRA teacher's adapter (TEACHER_PEFT) must exist, unless --teacher-peft-path is given.
+teacher_adapter_input() {
+    if [[ -n "${TEACHER_PEFT:-}" ]] && ! has_flag teacher-peft-path; then
+        require_path "$TEACHER_PEFT" "fine-tune the teacher first: bash scripts/${FAMILY}/${TEACHER_SCRIPT}"
+    fi
+}
+
+# lm_corpus_flags: LM_FLAGS, the pretraining term's corpus (--lm-data-dir): LM_DATA_DIR, default
+# processed_data/openwebtext/full/<family> (made by scripts/<family>/tools/process_data_pretrain.sh), checked to
+# exist; LM_DATA_DIR=none: no pretraining term; --lm-data-dir given to the script replaces it (unchecked here).
+lm_corpus_flags() {
+    LM_DATA_DIR=${LM_DATA_DIR:-${BASE_PATH}/processed_data/openwebtext/full/${FAMILY}}
+    LM_FLAGS=()
+    if [[ "$LM_DATA_DIR" != none ]] && ! has_flag lm-data-dir; then
+        require_path "$LM_DATA_DIR/train_0.bin" \
+            "bash scripts/${FAMILY}/tools/process_data_pretrain.sh (or LM_DATA_DIR=none: no pretraining term)"
+        LM_FLAGS=(--lm-data-dir "$LM_DATA_DIR")
+    fi
+}
