@@ -22,9 +22,10 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import distill  # noqa: E402,F401  (first: sets the CPU OpenMP wait policy before torch loads)
 import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # noqa: E402
+from transformers import GenerationConfig  # noqa: E402
 
 from data_utils.datasets import left_padded  # noqa: E402
+from distill.models import load_model, load_tokenizer  # noqa: E402
 from distill.sampling import sample_rollouts  # noqa: E402
 
 
@@ -76,9 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     student_path, teacher_path = tiny_pair(args.student, args.teacher)
-    tok = AutoTokenizer.from_pretrained(student_path)
-    student = AutoModelForCausalLM.from_pretrained(student_path).eval()
-    teacher = AutoModelForCausalLM.from_pretrained(teacher_path).eval()
+    tok = load_tokenizer(str(student_path))  # the toolkit's safe loaders (no remote code, weights only)
+    student = load_model(str(student_path)).eval()
+    teacher = load_model(str(teacher_path)).eval()
     g = torch.Generator().manual_seed(args.seed)
     lengths = torch.randint(max(args.prompt_length // 2, 1), args.prompt_length + 1, (args.batch_size,), generator=g)
     rows = [torch.randint(0, len(tok), (int(n),), generator=g).tolist() for n in lengths]
