@@ -260,13 +260,16 @@ def tiny_corpus(tiny_models: dict, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.mark.parametrize("script", ["scripts/gpt2/gkd/gkd_base.sh", "scripts/gpt2/imitkd/imitkd_base.sh",
-                                    "scripts/gpt2/distillm/train_0.1B_1.5B.sh"])
-def test_onpolicy_script_runs_two_steps(script: str, tiny_models: dict, processed_tiny: Path, tiny_corpus: Path,
-                                        tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+                                    "scripts/gpt2/distillm/train_0.1B_1.5B.sh",
+                                    "scripts/opt/distillm/train_0.1B_2.7B.sh"])
+def test_onpolicy_script_runs_two_steps(script: str, tiny_models: dict, processed_tiny_root: Path,
+                                        tiny_corpus: Path, tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     save = tmp_path / "save"
     corpus = RELEASE[script][5]
-    env = {**subprocess_env, "CKPT": str(tiny_models["gpt2"]["student"]), "GPUS_PER_NODE": "1", "DS_CONFIG": FP32,
-           "TEACHER_CKPT": str(tiny_models["gpt2"]["teacher"]), "DATA_DIR": str(processed_tiny),
+    family = family_of(script)  # the tiny families share one tokenizer, so the gpt2 corpus serves them all
+    env = {**subprocess_env, "CKPT": str(tiny_models[family]["student"]), "GPUS_PER_NODE": "1", "DS_CONFIG": FP32,
+           "TEACHER_CKPT": str(tiny_models[family]["teacher"]),
+           "DATA_DIR": str(processed_tiny_root / "synth" / "full" / family),
            "LM_DATA_DIR": str(tiny_corpus) if corpus else "none", "SAVE_PATH": str(save)}
     # The release's DistiLLM starts at threshold 0 (no student answers until the validation loss rises): 1 here, so
     # both steps train on them.
