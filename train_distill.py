@@ -10,7 +10,7 @@ Example: python train_distill.py --model-path checkpoints/tiny-gpt2-student \
              --type fkl --kd-ratio 0.5 --save results/kd --epochs 3 --eval-gen
 Launch scripts: scripts/<family>/kd/*.sh.
 """
-from distill.config import DistillConfig
+from distill.config import DistillConfig, FeatureConfig
 from distill.entry import run_training
 from distill.inputs import check_generation_room, check_max_length, check_model_dir
 
@@ -18,7 +18,7 @@ from distill.inputs import check_generation_room, check_max_length, check_model_
 def check_inputs(extra, data=None, train=None, gen=None):
     from distill.config import ConfigError
 
-    (cfg,) = extra
+    cfg = extra[0]
     check_model_dir(cfg.teacher_model_path, "--teacher-model-path")
     if data is not None:  # the teacher reads the same rows
         check_max_length(cfg.teacher_model_path, data.max_length, "--teacher-model-path")
@@ -31,25 +31,32 @@ def check_inputs(extra, data=None, train=None, gen=None):
 
 def teacher_of(extra):
     """The teacher the trainer loads and places (distill/models.py load_teacher)."""
-    (cfg,) = extra
+    cfg = extra[0]
     return cfg.teacher_spec()
 
 
 def make_objective(tokenizer, extra, env, gen=None):
     from distill.objectives import KDObjective, SeqKDObjective
 
-    (cfg,) = extra
+    cfg = extra[0]
     if cfg.seqkd:  # the teacher's answers, generated in each step, as the training text
-        return SeqKDObjective(cfg, len(tokenizer), tokenizer, cfg.step_generation(gen))
-    if cfg.on_policy:  # GKD / ImitKD (mixed-<kind>), DistiLLM (adaptive-<kind>)
+        objective = SeqKDObjective(cfg, len(tokenizer), tokenizer, cfg.step_generation(gen))
+    elif cfg.on_policy:  # GKD / ImitKD (mixed-<kind>), DistiLLM (adaptive-<kind>)
         from distill.onpolicy import OnPolicyKD
 
-        return OnPolicyKD(cfg, len(tokenizer), tokenizer, cfg.step_generation(gen))
-    return KDObjective(cfg, len(tokenizer))
+        objective = OnPolicyKD(cfg, len(tokenizer), tokenizer, cfg.step_generation(gen))
+    else:
+        objective = KDObjective(cfg, len(tokenizer))
+    if len(extra) > 1:  # the selective feature term (--method ...), on any of them
+        from distill.feature_kd import with_features
+
+        objective = with_features(objective, extra[1], tokenizer, cfg.step_generation(gen))
+    return objective
 
 
 def main(argv=None):
-    return run_training(__doc__, make_objective, extra_classes=[DistillConfig], argv=argv, check_inputs=check_inputs,
+    return run_training(__doc__, make_objective, extra_classes=[DistillConfig, FeatureConfig], argv=argv,
+                        check_inputs=check_inputs,
                         teacher_of=teacher_of)
 
 

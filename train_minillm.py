@@ -8,7 +8,7 @@ Example: python train_minillm.py --model-path results/gpt2/train/minillm_init/gp
              --lm-data-dir processed_data/openwebtext/full/gpt2 --save results/minillm
 Launch scripts: scripts/<family>/minillm/*.sh.
 """
-from distill.config import MINILLM_TRAIN_DEFAULTS, MiniLLMConfig
+from distill.config import MINILLM_TRAIN_DEFAULTS, FeatureConfig, MiniLLMConfig
 from distill.entry import run_training
 from distill.inputs import check_generation_room, check_max_length, check_model_dir
 
@@ -16,7 +16,7 @@ from distill.inputs import check_generation_room, check_max_length, check_model_
 def check_inputs(extra, data=None, train=None, gen=None):
     from distill.config import ConfigError
 
-    (cfg,) = extra
+    cfg = extra[0]
     if gen is not None and (gen.top_k != 0 or gen.top_p != 1.0 or not gen.do_sample):
         # The PPO ratio needs the sampling distribution at every stored position; a filtered one (top-k/top-p)
         # would need its filter mask stored for all of them ([rollouts, length, vocab]).
@@ -37,19 +37,22 @@ def check_inputs(extra, data=None, train=None, gen=None):
 
 
 def teacher_of(extra):
-    (cfg,) = extra
+    cfg = extra[0]
     return cfg.teacher_spec()
 
 
 def make_objective(tokenizer, extra, env, gen=None):
     from distill.minillm import MiniLLMObjective
 
-    (cfg,) = extra
-    return MiniLLMObjective(cfg, tokenizer, gen, len(tokenizer), env.rank, env.world_size)
+    from distill.feature_kd import with_features
+
+    cfg = extra[0]
+    objective = MiniLLMObjective(cfg, tokenizer, gen, len(tokenizer), env.rank, env.world_size)
+    return with_features(objective, extra[1], tokenizer, gen) if len(extra) > 1 else objective
 
 
 def main(argv=None):
-    return run_training(__doc__, make_objective, extra_classes=[MiniLLMConfig], argv=argv, check_inputs=check_inputs,
+    return run_training(__doc__, make_objective, extra_classes=[MiniLLMConfig, FeatureConfig], argv=argv, check_inputs=check_inputs,
                         teacher_of=teacher_of, defaults=MINILLM_TRAIN_DEFAULTS)
 
 

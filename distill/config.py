@@ -570,3 +570,71 @@ MINILLM_TRAIN_DEFAULTS: dict[str, Any] = {
     "save_interval": 500, "seed": 10, "seed_lm": 7, "max_length": 512, "max_prompt_length": 256,
     "do_sample": True, "top_k": 0, "top_p": 1.0, "temperature": 1.0, "eval_gen": True, "log_interval": 16,
 }
+
+
+def _layer_list(text: str, flag: str) -> tuple[int, ...]:
+    """``[-1,-2,-3]`` (the KD-LLMs launch lines' form) or ``-1,-2,-3`` -> (-1, -2, -3)."""
+    body = text.strip().strip("[]").replace(" ", "")
+    try:
+        out = tuple(int(x) for x in body.split(",") if x)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: give layer indices as [-1,-2,-3]") from None
+    _check(bool(out), flag.lstrip("-").replace("-", "_"), f"{text!r} names no layer; give e.g. [-1,-2,-3]")
+    return out
+
+
+@dataclass
+class FeatureConfig:
+    """Selective feature distillation (distill/feature_kd.py; docs/feature_kd.md): the KD-LLMs flags. The teacher's
+    units are scored by an attribution method, the top ones kept, and chosen student layers aligned with them — one
+    more loss term on KD (train_distill.py) or MiniLLM (train_minillm.py)."""
+
+    method: Optional[Literal["grad", "integrated_grads", "max_activations", "random"]] = _opt(
+        None, "Attribution of the teacher's units: gradient x activation, integrated gradients, max |activation|, "
+              "or random (the control); none: no feature term.")
+    hidden: bool = _opt(False, "Align residual-stream units (hidden_states of the layers below).")
+    mlp: bool = _opt(False, "Align MLP intermediate units (the input of each block's down projection).")
+    student_layer_indices: str = _opt("[-1,-2,-3]", "Student layers, paired in order with --teacher-layer-indices.")
+    teacher_layer_indices: str = _opt("[-1,-2,-3]", "Teacher layers whose units are scored and selected.")
+    student_hidd_size: Optional[int] = _opt(None, "Residual units kept per teacher layer (default: the student's "
+                                                  "hidden size); a student width other than this gets a projector.")
+    student_mlp_size: Optional[int] = _opt(None, "MLP units kept per teacher block (default: the student's MLP "
+                                                 "width).")
+    alpha_corr: float = _opt(0.0, "Weight of the cross-correlation loss of standardised features.")
+    alpha_cos: float = _opt(0.0, "Weight of 1 - cosine per position.")
+    alpha_mse: float = _opt(0.0, "Weight of the KD-LLMs code's 'mse': in fact the relative L1 mean |s-t|/(|s|+|t|).")
+    alpha_mse_std: float = _opt(0.0, "Weight of a true mean squared error on standardised features.")
+    corr_weighting: Literal["barlow", "original"] = _opt(
+        "barlow", "Cross-correlation weights: diagonal 1 / off-diagonal 0.005 (redundancy reduction), or the KD-LLMs "
+                  "code's 0.005 / 1.")
+    feature_positions: Literal["response", "nonpad"] = _opt(
+        "response", "Positions compared: the response (default) or every non-pad position, prompt included (the "
+                    "original).")
+    attribution_on: Literal["sample", "data"] = _opt(
+        "sample", "Score units on the teacher's own sampled answer to the batch's prompts (the original, each "
+                  "refresh) or on the batch's response.")
+    selection_refresh: int = _opt(1, "Re-select every N steps (1: every step, as the original; 0: once, kept with "
+                                     "the run and reused on resume).")
+    ig_steps: int = _opt(8, "Quadrature points of integrated gradients (run as one batch).")
+
+    def __post_init__(self) -> None:
+        self.student_layers = _layer_list(self.student_layer_indices, "--student-layer-indices")
+        self.teacher_layers = _layer_list(self.teacher_layer_indices, "--teacher-layer-indices")
+        if self.method is None:
+            return
+        _check(self.hidden or self.mlp, "method", "aligns nothing without --hidden and/or --mlp")
+        _check(len(self.student_layers) == len(self.teacher_layers), "student_layer_indices",
+               f"{len(self.student_layers)} layers for {len(self.teacher_layers)} teacher layers; pair them one to one")
+        _check(self.selection_refresh >= 0, "selection_refresh", "must be >= 0 (0: select once)")
+        _check(self.ig_steps >= 1, "ig_steps", "must be >= 1")
+        for name in ("alpha_corr", "alpha_cos", "alpha_mse", "alpha_mse_std"):
+            _check(getattr(self, name) >= 0, name, "must be >= 0")
+        _check(any(getattr(self, n) > 0 for n in ("alpha_corr", "alpha_cos", "alpha_mse", "alpha_mse_std")),
+               "method", "gives a feature term of weight 0: set --alpha-corr, --alpha-cos, --alpha-mse or "
+                         "--alpha-mse-std")
+        for name in ("student_hidd_size", "student_mlp_size"):
+            _check(getattr(self, name) is None or getattr(self, name) >= 1, name, "must be >= 1")
+
+    @property
+    def enabled(self) -> bool:
+        return self.method is not None

@@ -20,6 +20,7 @@ generator whose state the checkpoint keeps too, so sampling inside ``prepare`` r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
@@ -55,6 +56,17 @@ class Needs:
     logits: bool = True
     hidden_layers: tuple[int, ...] = ()
     last_hidden: bool = False
+    #: Blocks whose MLP intermediate activation (the input of the down projection; distill/features.py) is read.
+    mlp_layers: tuple[int, ...] = ()
+
+    def merged(self, other: Optional["Needs"]) -> "Needs":
+        """What both ask for (``other`` None: this)."""
+        if other is None:
+            return self
+        return Needs(logits=self.logits or other.logits,
+                     hidden_layers=tuple(dict.fromkeys((*self.hidden_layers, *other.hidden_layers))),
+                     last_hidden=self.last_hidden or other.last_hidden,
+                     mlp_layers=tuple(dict.fromkeys((*self.mlp_layers, *other.mlp_layers))))
 
 
 @dataclass
@@ -65,6 +77,7 @@ class Outputs:
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)
     last_hidden: Optional[torch.Tensor] = None
     output_weight: Optional[torch.Tensor] = None
+    mlp: dict[int, torch.Tensor] = field(default_factory=dict)  # {block as asked: [B, T, I]}
 
 
 def forward_logits(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -82,6 +95,14 @@ _NO_LOGITS = torch.empty(0, dtype=torch.long)
 def run_model(model: nn.Module, batch: Mapping[str, torch.Tensor], needs: Needs) -> Outputs:
     """One forward of ``model`` on a right-padded batch, returning what ``needs`` asks for (see forward_logits on
     why there is no attention mask)."""
+    if needs.mlp_layers:  # the MLP activations are read by hooks during the same forward
+        from distill.features import ModelAdapter
+
+        with ModelAdapter(_unwrap(model)).hooked("mlp", needs.mlp_layers) as acts:
+            out = run_model(model, batch, dataclasses.replace(needs, mlp_layers=()))
+        adapter = ModelAdapter(_unwrap(model))
+        out.mlp = {layer: acts[adapter.layer_index("mlp", layer)] for layer in needs.mlp_layers}
+        return out
     hidden = bool(needs.hidden_layers) or needs.last_hidden
     if not hidden:
         return Outputs(logits=forward_logits(model, batch))
@@ -190,6 +211,10 @@ class Objective:
     #: With both --epochs and --total-iters: False, --total-iters wins; True, the run stops at whichever comes first
     #: (MiniLLM: --epochs passes over the prompts, or --total-iters steps).
     stop_at_first_limit: bool = False
+
+    def attach(self, student: nn.Module) -> None:
+        """Called by the trainer with the Hugging Face student before ``modules()``: modules sized by the model
+        (a projector to the teacher's width) are made here."""
 
     def steps_per_epoch(self, batches_per_epoch: int, gradient_accumulation_steps: int, batch_size: int) -> int:
         """Optimizer steps per pass over the training data (its micro-batches per rank given)."""
@@ -381,6 +406,9 @@ class WithPretraining(Objective):
 
     def modules(self) -> dict[str, nn.Module]:
         return self.inner.modules()
+
+    def attach(self, student: nn.Module) -> None:
+        self.inner.attach(student)
 
     def prepare(self, micro_batches: list[dict[str, torch.Tensor]], ctx: StepContext) -> list[dict[str, torch.Tensor]]:
         # The inner objective sees its own batches only; each pretraining batch goes back to its micro-batch after

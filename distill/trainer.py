@@ -251,6 +251,7 @@ class Trainer:
 
         dtype = precision_from_ds_config(self.ds_config)
         self.student = model  # the Hugging Face model: saved, evaluated, generated with
+        objective.attach(model)  # modules sized by the student are made now, before they are counted below
         extras = objective.modules()
         if extras:  # trained, partitioned and checkpointed with the student by the same engine
             model = StudentWithModules(model, extras)
