@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO_ROOT, max_abs_diff, read_metrics, tiny_train_args, weights
+from tests.test_scripts import recorder  # noqa: F401 (a fixture)
 
 
 def kd_args(tiny_models: dict, data: Path, save: Path, *extra: str) -> list[str]:
@@ -86,3 +87,23 @@ def test_bad_feature_flags_are_one_line(flags: list, needle: str, tiny_models: d
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
+
+
+def test_the_feature_kd_launcher_passes_the_release_flags(recorder, tiny_models: dict, processed_tiny: Path,
+                                                          tmp_path: Path) -> None:
+    from distill.config import (DataConfig, DistillConfig, FeatureConfig, GenerationConfig, ModelConfig,
+                                TrainConfig, parse_configs)
+    from tests.test_scripts import run_script
+
+    env, argv_file = recorder
+    env = {**env, "CKPT": str(tiny_models["gpt2"]["student"]), "TEACHER_CKPT": str(tiny_models["gpt2"]["teacher"]),
+           "DATA_DIR": str(processed_tiny), "SAVE_PATH": str(tmp_path / "save")}
+    proc = run_script("scripts/gpt2/kd/kd_feature_base.sh", env, "--method", "integrated_grads", "--mlp")
+    assert proc.returncode == 0, proc.stderr
+    argv = argv_file.read_text().split("\0")[:-1]
+    args = argv[argv.index("train_distill.py") + 1:]
+    *_, feat = parse_configs([ModelConfig, DataConfig, TrainConfig, GenerationConfig, DistillConfig, FeatureConfig],
+                             args)
+    assert (feat.method, feat.hidden, feat.mlp, feat.alpha_corr) == ("integrated_grads", True, True, 0.05)
+    assert feat.student_layers == feat.teacher_layers == (-1, -2, -3)
+    assert (feat.student_hidd_size, feat.student_mlp_size) == (768, 3072)
