@@ -230,7 +230,9 @@ def test_srd_reflection_killed_while_writing_parts_equals_uninterrupted(tiny_mod
         proc = start("reflect", argv(run))
         try:
             alive = wait_until(lambda: parts() >= target, proc, 60)
-            time.sleep(rng.uniform(0.0, 0.2))  # somewhere inside the next part
+            # Somewhere inside the next part: a part takes ~0.1 s on a fast CPU, so at most half of that (within up
+            # to 0.2 s the last two parts and the merge could finish before the kill landed: seen once).
+            time.sleep(rng.uniform(0.0, 0.05))
         finally:
             kill(proc)
         assert alive and not (run / srd.REFLECTION_FILE).exists()
