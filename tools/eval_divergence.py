@@ -44,7 +44,7 @@ import torch  # noqa: E402
 
 from data_utils.datasets import InstructionDataset, LMCollator, left_padded, response_batch  # noqa: E402
 from distill.config import ConfigError, GenerationConfig, InputError, exit_on_input_error  # noqa: E402
-from distill.generation import decoding_settings, generate_batch, max_positions  # noqa: E402
+from distill.generation import decoding_settings, generate_batch  # noqa: E402
 from distill.losses import KINDS, distillation_loss  # noqa: E402
 from distill import preflight  # noqa: E402
 from distill.kinds import uses_temperature  # noqa: E402
@@ -111,14 +111,13 @@ def own_generation_rkl(student: torch.nn.Module, teacher: torch.nn.Module, token
 
     Per batch of ``gen.eval_batch_size`` prompts (each cut to its last ``max_prompt_length`` tokens, as generation
     in evaluation cuts them): the student answers (generate_batch, from ``seed`` in a forked RNG, so the caller's
-    streams are untouched); each answer gets back the EOS it ended with — only where it ended, not where it ran into
-    the length limit — and prompt + answer becomes a right-padded training batch (response_batch), whose loss
-    positions are exactly the generated ones. Returns the token mean of KL(q_s || p_t) over those positions with
+    streams are untouched), each answer keeping the EOS it ended with — none where it ran into the length limit —
+    and prompt + answer becomes a right-padded training batch (response_batch), whose loss positions are exactly the
+    generated ones. Returns the token mean of KL(q_s || p_t) over those positions with
     counts, and per prompt its answer (``ids`` without EOS, ``eos``: whether it ended) and its own KL sum and count."""
     student.eval()
     teacher.eval()
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    limit = max_positions(student)
     total, count, ended = 0.0, 0, 0
     records: list[dict] = []
     with torch.random.fork_rng(devices=[]):
@@ -126,13 +125,13 @@ def own_generation_rkl(student: torch.nn.Module, teacher: torch.nn.Module, token
         for s in range(0, len(prompts), gen.eval_batch_size):
             chunk = [list(p)[-max_prompt_length:] for p in prompts[s:s + gen.eval_batch_size]]
             padded = left_padded(chunk, pad)
-            answers = generate_batch(student, tokenizer, padded["input_ids"], padded["attention_mask"], gen)
-            # generate_batch cuts at the first EOS and drops it, and shortens the limit where the prompt nears the
-            # position table (the same rule here): an answer shorter than that limit ended with EOS.
-            width = padded["input_ids"].shape[1]
-            cap = gen.max_new_tokens if limit is None else max(1, min(gen.max_new_tokens, limit - width))
-            done = [eos is not None and len(a) < cap for a in answers]
-            batch = response_batch([(p, a + [eos] if d else a) for p, a, d in zip(chunk, answers, done)], pad)
+            # keep_eos: an answer that ended keeps its EOS (the on-policy objective's layout); one that ran into the
+            # length limit (--max-new-tokens, or the position table) has none, so no position predicts an EOS.
+            answers = generate_batch(student, tokenizer, padded["input_ids"], padded["attention_mask"], gen,
+                                     keep_eos=True)
+            done = [eos is not None and len(a) > 0 and a[-1] == eos for a in answers]
+            batch = response_batch(list(zip(chunk, answers)), pad)
+            answers = [a[:-1] if d else a for a, d in zip(answers, done)]
             logits = forward_logits(student, batch)[..., :vocab_size]
             teacher_logits = forward_logits(teacher, batch)[..., :vocab_size]
             mask = response_mask(batch)

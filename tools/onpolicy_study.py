@@ -157,7 +157,8 @@ def render(results: dict[str, dict[int, dict[str, Any]]], refs: dict[str, dict[s
     if on:
         lines += ["", "On-policy schedules (mean over seeds; from each run's metrics.jsonl): share of micro-batches "
                       "that were fresh student outputs and replayed ones, the mean length of a fresh answer in "
-                      "training (tokens, without EOS) over the run and in its first and last logged interval, and "
+                      "training (tokens, its EOS included where it ended) over the run and in its first and last "
+                      "logged interval, and "
                       "DistiLLM's threshold at the end.", "",
                   "| arm | fresh | replayed | answer tokens | first interval | last interval | threshold |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
@@ -310,7 +311,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
              f"{args.max_new_tokens} tokens); RKL on own answers: token mean of KL(q_student ‖ p_teacher) over the "
              f"positions of the student's own {'greedy' if args.own_greedy else f'sampled (T 1, seed {args.own_seed})'}"
              f" answers to the validation prompts (EOS position included where it ended); RKL on references: the "
-             f"same on the reference answers; own answer tokens: their mean length. Train s / wall s: run_summary.json"
+             f"same on the reference answers; own answer tokens: their mean length (without EOS). Train s / wall s: run_summary.json"
              f" (means over seeds; {args.jobs} run(s) at a time); generating: prepare_seconds / train_seconds.")
     table = render(results, refs, setup, cats)
     write_report(out, table, {"setup": setup, "runs": results, "references": refs, "categories": cats,
