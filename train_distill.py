@@ -11,28 +11,20 @@ Example: python train_distill.py --model-path checkpoints/tiny-gpt2-student \
 Launch scripts: scripts/<family>/kd/*.sh.
 """
 from distill.config import DistillConfig, FeatureConfig
-from distill.entry import run_training
-from distill.inputs import check_generation_room, check_max_length, check_model_dir
+from distill.entry import run_training, teacher_of
+from distill.inputs import check_generation_room, check_teacher_dir
 
 
 def check_inputs(extra, data=None, train=None, gen=None):
     from distill.config import ConfigError
 
     cfg = extra[0]
-    check_model_dir(cfg.teacher_model_path, "--teacher-model-path")
-    if data is not None:  # the teacher reads the same rows
-        check_max_length(cfg.teacher_model_path, data.max_length, "--teacher-model-path")
+    check_teacher_dir(cfg, data)
     if cfg.on_policy and data is not None:
         check_generation_room(data)
     if cfg.on_policy and train is not None and cfg.capacity < train.batch_size:
         raise ConfigError(f"--capacity {cfg.capacity}: the replay buffer must hold a micro-batch (--batch-size "
                           f"{train.batch_size}); raise --capacity to at least {train.batch_size}")
-
-
-def teacher_of(extra):
-    """The teacher the trainer loads and places (distill/models.py load_teacher)."""
-    cfg = extra[0]
-    return cfg.teacher_spec()
 
 
 def make_objective(tokenizer, extra, env, gen=None):

@@ -9,8 +9,8 @@ Example: python train_minillm.py --model-path results/gpt2/train/minillm_init/gp
 Launch scripts: scripts/<family>/minillm/*.sh.
 """
 from distill.config import MINILLM_TRAIN_DEFAULTS, FeatureConfig, MiniLLMConfig
-from distill.entry import run_training
-from distill.inputs import check_generation_room, check_max_length, check_model_dir
+from distill.entry import run_training, teacher_of
+from distill.inputs import check_generation_room, check_teacher_dir
 
 
 def check_inputs(extra, data=None, train=None, gen=None):
@@ -22,9 +22,8 @@ def check_inputs(extra, data=None, train=None, gen=None):
         # would need its filter mask stored for all of them ([rollouts, length, vocab]).
         raise ConfigError("--top-k/--top-p: MiniLLM samples its rollouts from the full distribution at "
                           "--temperature; pass --do-sample --top-k 0 --top-p 1.0 (the LMOps launchers' values)")
-    check_model_dir(cfg.teacher_model_path, "--teacher-model-path")
+    check_teacher_dir(cfg, data)
     if data is not None:
-        check_max_length(cfg.teacher_model_path, data.max_length, "--teacher-model-path")
         check_generation_room(data, "to sample a response")
     if train is not None:
         from distill import preflight
@@ -34,11 +33,6 @@ def check_inputs(extra, data=None, train=None, gen=None):
             raise ConfigError(f"--num-rollouts {cfg.num_rollouts}: each of the {world} processes needs at least "
                               f"one micro-batch of rollouts (--batch-size {train.batch_size}); raise --num-rollouts "
                               f"to {train.batch_size * world} or more")
-
-
-def teacher_of(extra):
-    cfg = extra[0]
-    return cfg.teacher_spec()
 
 
 def make_objective(tokenizer, extra, env, gen=None):

@@ -126,3 +126,9 @@ def _train(make_objective: ObjectiveFactory, model_cfg: ModelConfig, data_cfg: D
     summary = trainer.fit()
     dist.finish()
     return summary
+
+
+def teacher_of(extra: list[Any]) -> Any:
+    """The teacher the trainer loads and places (distill/models.py load_teacher): that of the entry point's first
+    extra config, a distill.config.TeacherConfig (DistillConfig, MiniLLMConfig)."""
+    return extra[0].teacher_spec()

@@ -289,3 +289,12 @@ def check_generation_room(data: "object", what: str = "to generate") -> None:
 
         raise ConfigError(f"--max-length {max_length}: leaves no room {what} after the data's prompts of up to "
                           f"{longest} tokens ({data_dir}/meta.json); raise --max-length above {longest}")
+
+
+def check_teacher_dir(cfg: "object", data: "object" = None) -> None:
+    """A distillation entry point's teacher (a TeacherConfig): a complete model directory, and rows of the data's
+    --max-length fit its positions (the teacher reads the same rows)."""
+    path = getattr(cfg, "teacher_model_path")
+    check_model_dir(path, "--teacher-model-path")
+    if data is not None:
+        check_max_length(path, getattr(data, "max_length"), "--teacher-model-path")

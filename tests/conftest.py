@@ -314,3 +314,13 @@ def processed_tiny_lm(tiny_models: dict[str, dict[str, Path]], tmp_path_factory:
                                           str(tiny_models["gpt2"]["teacher"]), "--max-length", "128",
                                           "--dev-num", "4"]))
     return Path(summary["output_dir"])
+
+
+def refused(main: Any, argv: list, capsys: Any) -> str:
+    """The one error line of a tool's ``main(argv)`` that refuses its input (exit status 2) before any work."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err

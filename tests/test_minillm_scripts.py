@@ -20,8 +20,8 @@ import pytest
 from distill.config import (MINILLM_TRAIN_DEFAULTS, DataConfig, GenerationConfig, MiniLLMConfig, ModelConfig,
                             TrainConfig, no_effect_warnings, parse_configs)
 from tests.conftest import REPO_ROOT, read_metrics
-from tests.test_scripts import (FP32, TEACHERS, named_launcher, recorded_train_configs, recorder,  # noqa: F401
-                                run_script, stops)  # (recorder: a fixture)
+from tests.test_scripts import (FP32, TEACHERS, check_missing_teacher_data_corpus, named_launcher,  # noqa: F401
+                                recorded_train_configs, recorder, run_script, stops)  # (recorder: a fixture)
 # script -> (student, batch size, gradient accumulation, chunk size, LR schedule, gradient checkpointing, ZeRO stage,
 # LoRA student, its init launcher). The release: GPT-2 train_{base,medium,large}_xl.sh; OPT train_1.3B_13B.sh's values
 # for this toolkit's OPT students; LLaMA train_7B_13B.sh / train_7B_13B_lora.sh (cosine_trm).
@@ -200,22 +200,7 @@ def test_minillm_script_missing_inputs_stop_at_once(script: str, recorder, tmp_p
         error = stops(script, env, root, argv_file)
         assert f"missing checkpoints/{teacher} " in error and "huggingface-cli download" in error
         base.mkdir()
-    teacher_dir = root / f"results/{family}/train/sft/{teacher}/best"
-    teacher_dir.rmdir()
-    error = stops(script, env, root, argv_file)
-    assert f"missing {'results/llama/train/sft/openllama2-7B/best' if family == 'llama' else teacher_dir} " in error
-    assert named_launcher(error) == f"scripts/{family}/{teacher_script}"
-    teacher_dir.mkdir()
-    data = root / f"processed_data/dolly/full/{family}/train_0.bin"
-    data.unlink()
-    error = stops(script, env, root, argv_file)
-    assert f"missing {data} " in error and named_launcher(error) == f"scripts/{family}/tools/process_data_dolly.sh"
-    data.touch()
-    lm = root / f"processed_data/openwebtext/full/{family}/train_0.bin"
-    lm.unlink()
-    error = stops(script, env, root, argv_file)
-    assert f"missing {lm} " in error and "LM_DATA_DIR=none" in error
-    assert named_launcher(error) == f"scripts/{family}/tools/process_data_pretrain.sh"
+    check_missing_teacher_data_corpus(script, env, root, argv_file, family, teacher_script)
     # Without the corpus (LM_DATA_DIR=none: the release's *_no_pt.sh) it runs without the pretraining term.
     proc = run_script(script, {**env, "LM_DATA_DIR": "none"}, str(root))
     assert proc.returncode == 0, proc.stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.conftest import refused as refused_by
 
 sys.path.insert(0, str(REPO_ROOT / "tools"))
 
@@ -16,12 +17,7 @@ from minillm_study import main, render, signals  # noqa: E402
 
 
 def refused(argv: list[str], capsys: pytest.CaptureFixture) -> str:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
+    return refused_by(main, argv, capsys)
 
 
 def base(tmp_path: Path) -> list[str]:

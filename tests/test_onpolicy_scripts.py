@@ -18,8 +18,8 @@ import pytest
 from distill.config import (DataConfig, DistillConfig, GenerationConfig, ModelConfig, TrainConfig,
                             no_effect_warnings, parse_configs)
 from tests.conftest import REPO_ROOT, read_metrics
-from tests.test_scripts import (FP32, TEACHERS, named_launcher, recorded_train_configs, recorder,  # noqa: F401
-                                run_script, stops)  # (recorder: a fixture)
+from tests.test_scripts import (FP32, TEACHERS, check_missing_teacher_data_corpus, named_launcher,  # noqa: F401
+                                recorded_train_configs, recorder, run_script, stops)  # (recorder: a fixture)
 # script -> (student, --type, lr, batch size, epochs, pretraining corpus), as released (gradient accumulation 1 in
 # every one). GKD on GPT-2 has no corpus; OPT and OpenLLaMA train with one in all three methods.
 RELEASE = {
@@ -197,23 +197,7 @@ def test_onpolicy_script_missing_inputs_stop_at_once(script: str, recorder, tmp_
     init.mkdir()
 
     # The teacher (the adapter of OpenLLaMA's LoRA teacher), the instruction data, the pretraining corpus.
-    teacher_dir = root / f"results/{family}/train/sft/{teacher}/best"
-    teacher_dir.rmdir()
-    error = stops(script, env, root, argv_file)
-    assert f"missing {'results/llama/train/sft/openllama2-7B/best' if family == 'llama' else teacher_dir} " in error
-    assert named_launcher(error) == f"scripts/{family}/{teacher_script}"
-    teacher_dir.mkdir()
-    data = root / f"processed_data/dolly/full/{family}/train_0.bin"
-    data.unlink()
-    error = stops(script, env, root, argv_file)
-    assert f"missing {data} " in error and named_launcher(error) == f"scripts/{family}/tools/process_data_dolly.sh"
-    data.touch()
-    lm = root / f"processed_data/openwebtext/full/{family}/train_0.bin"
-    lm.unlink()
-    if corpus:
-        error = stops(script, env, root, argv_file)
-        assert f"missing {lm} " in error and "LM_DATA_DIR=none" in error
-        assert named_launcher(error) == f"scripts/{family}/tools/process_data_pretrain.sh"
+    check_missing_teacher_data_corpus(script, env, root, argv_file, family, teacher_script, corpus)
     # Without the corpus (LM_DATA_DIR=none; GKD on GPT-2 by default) it runs without the pretraining term.
     proc = run_script(script, {**env, "LM_DATA_DIR": "none"}, str(root))
     assert proc.returncode == 0, proc.stderr

@@ -270,3 +270,28 @@ def named_launcher(error: str) -> str:
     m = re.search(r"bash (scripts/\S+\.sh)", error)
     assert m and (REPO_ROOT / m.group(1)).is_file(), error
     return m.group(1)
+
+
+def check_missing_teacher_data_corpus(script: str, env: dict, root: Path, argv_file: Path, family: str,
+                                      teacher_script: str, corpus: bool = True) -> None:
+    """A method launcher's teacher, instruction data and pretraining corpus (scripts/common/train_flags.sh kd_inputs,
+    lm_corpus_flags) on a stand-in root: each one missing stops the script in one line naming the launcher that makes
+    it (the corpus only where the script uses one). Leaves the corpus removed."""
+    teacher, _ = TEACHERS[family]
+    teacher_dir = root / f"results/{family}/train/sft/{teacher}/best"
+    teacher_dir.rmdir()
+    error = stops(script, env, root, argv_file)
+    assert f"missing {'results/llama/train/sft/openllama2-7B/best' if family == 'llama' else teacher_dir} " in error
+    assert named_launcher(error) == f"scripts/{family}/{teacher_script}"
+    teacher_dir.mkdir()
+    data = root / f"processed_data/dolly/full/{family}/train_0.bin"
+    data.unlink()
+    error = stops(script, env, root, argv_file)
+    assert f"missing {data} " in error and named_launcher(error) == f"scripts/{family}/tools/process_data_dolly.sh"
+    data.touch()
+    lm = root / f"processed_data/openwebtext/full/{family}/train_0.bin"
+    lm.unlink()
+    if corpus:
+        error = stops(script, env, root, argv_file)
+        assert f"missing {lm} " in error and "LM_DATA_DIR=none" in error
+        assert named_launcher(error) == f"scripts/{family}/tools/process_data_pretrain.sh"

@@ -54,7 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 from distill.config import MINILLM_TRAIN_DEFAULTS, InputError, exit_on_input_error  # noqa: E402
-from study_common import add_shared_args, check_paths, mean_std, run, write_report  # noqa: E402
+from study_common import (add_shared_args, check_paths, mean_std, own_generation_scores, run,  # noqa: E402
+                          write_report)
 
 RUN_SUMMARY = "run_summary.json"  # distill/summary.py's name (that module is not imported, to keep --help light)
 
@@ -365,25 +366,18 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         for f in futures:
             f.result()
 
-    def scores(dd: Path) -> dict[str, Any]:
-        ev = json.loads((dd / "eval" / "summary.json").read_text())["sets"]["valid"]
-        div = json.loads((dd / "divergence.json").read_text())
-        return {"rougeL": ev["rougeL_mean"], "exact_match": ev["exact_match_mean"], "tf_rkl": div.get("rkl"),
-                "own_rkl": div["own_generations"]["rkl"], "own_tokens": div["own_generations"]["mean_answer_tokens"],
-                "own_eos": div["own_generations"]["ended_with_eos"]}
-
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for arm, s in tasks:
         dd = out / arm / str(s)
         train = init_runs[s] if arm == "sft" else dd / "train"
         summary = json.loads((train / RUN_SUMMARY).read_text())
         results.setdefault(arm, {})[s] = {
-            **scores(dd), "train_s": summary["train_seconds"], "wall_s": summary["wall_seconds"],
+            **own_generation_scores(dd), "train_s": summary["train_seconds"], "wall_s": summary["wall_seconds"],
             "prepare_s": summary.get("prepare_seconds"), "steps": summary["steps"], "tokens": summary.get("tokens"),
             "checkpoint": str(init_checkpoint(train) if arm == "sft" else train / str(summary["steps"])),
             "signals": signals(train) if arm.startswith("minillm") else None}
-    refs = {f"teacher `{args.teacher}`": scores(out / "teacher"),
-            f"untrained student `{args.student}`": scores(out / "initial")}
+    refs = {f"teacher `{args.teacher}`": own_generation_scores(out / "teacher"),
+            f"untrained student `{args.student}`": own_generation_scores(out / "initial")}
     init_steps = sorted({r["checkpoint"].rsplit("/", 1)[-1] for r in results["sft"].values()})
     setup = (f"Data `{args.data_dir}` (lengths from its meta.json: `{' '.join(lengths)}`); teacher `{args.teacher}`; "
              f"seeds {args.seeds}. Initialisation per seed: train_sft.py from `{args.student}` with `{args.init_args}`"

@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 from distill.config import InputError, exit_on_input_error  # noqa: E402
-from study_common import add_shared_args, category_rouge, check_paths, mean_std, run, write_report  # noqa: E402
+from study_common import (add_shared_args, category_rouge, check_paths, mean_std,  # noqa: E402
+                          own_generation_scores, run, write_report)
 
 RUN_SUMMARY = "run_summary.json"  # distill/summary.py's name (not imported: that module is torch-free, but this
 #                                   keeps the tool's --help and input checks free of the package's imports)
@@ -279,25 +280,18 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         for f in futures:
             f.result()
 
-    def scores(d: Path) -> dict[str, Any]:
-        ev = json.loads((d / "eval" / "summary.json").read_text())["sets"]["valid"]
-        div = json.loads((d / "divergence.json").read_text())
-        return {"rougeL": ev["rougeL_mean"], "exact_match": ev["exact_match_mean"], "tf_rkl": div.get("rkl"),
-                "own_rkl": div["own_generations"]["rkl"], "own_tokens": div["own_generations"]["mean_answer_tokens"],
-                "own_eos": div["own_generations"]["ended_with_eos"]}
-
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for arm, seed in tasks:
         d = out / arm / str(seed)
         summary = json.loads((d / "train" / RUN_SUMMARY).read_text())
         results.setdefault(arm, {})[seed] = {
-            **scores(d), "train_s": summary["train_seconds"], "wall_s": summary["wall_seconds"],
+            **own_generation_scores(d), "train_s": summary["train_seconds"], "wall_s": summary["wall_seconds"],
             "prepare_s": summary.get("prepare_seconds"), "tokens": summary.get("tokens"),
             "steps": summary["steps"], "onpolicy": onpolicy_stats(d / "train") if arm in ON_POLICY else None,
             "process_wall_s": (json.loads((d / "process_wall.json").read_text())["wall_seconds"]
                                if (d / "process_wall.json").exists() else None)}
-    refs = {f"teacher `{args.teacher}`": scores(out / "teacher"),
-            f"initial student `{args.student}`": scores(out / "initial")}
+    refs = {f"teacher `{args.teacher}`": own_generation_scores(out / "teacher"),
+            f"initial student `{args.student}`": own_generation_scores(out / "initial")}
     cats = {"teacher": category_rouge([out / "teacher" / "eval"]),
             "initial": category_rouge([out / "initial" / "eval"])}
     cats.update({arm: category_rouge([out / arm / str(s) / "eval" for s in per_seed])

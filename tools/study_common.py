@@ -86,3 +86,14 @@ def category_rouge(eval_dirs: list[Path]) -> dict[str, float]:
                 rec = json.loads(line)
                 scores.setdefault(rec.get("category") or "all", []).append(rec["rougeL"])
     return {c: statistics.fmean(v) for c, v in scores.items()}
+
+
+def own_generation_scores(run_dir: Path) -> dict:
+    """A scored model's numbers (the on-policy and MiniLLM studies): greedy Rouge-L and exact match of
+    ``<run_dir>/eval`` (evaluate.py), and from ``<run_dir>/divergence.json`` (tools/eval_divergence.py
+    --own-generations) the reverse KL on the references and on the model's own answers, their length and EOS share."""
+    ev = json.loads((run_dir / "eval" / "summary.json").read_text())["sets"]["valid"]
+    div = json.loads((run_dir / "divergence.json").read_text())
+    own = div["own_generations"]
+    return {"rougeL": ev["rougeL_mean"], "exact_match": ev["exact_match_mean"], "tf_rkl": div.get("rkl"),
+            "own_rkl": own["rkl"], "own_tokens": own["mean_answer_tokens"], "own_eos": own["ended_with_eos"]}
