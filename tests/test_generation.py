@@ -268,3 +268,22 @@ def test_generate_split_restores_training_mode(model) -> None:
         assert model.training
     finally:
         model.eval()
+
+
+def test_keep_eos_keeps_the_stop_token_and_num_beams_reaches_generate(model) -> None:
+    eos = 5
+    prompts = [[1], [6, 7, 6]]
+    batch = PromptCollator(eos, 100)([{"index": i, "prompt": np.array(p)} for i, p in enumerate(prompts)])
+    kept = generate_batch(model, tokenizer(eos, eos), batch["input_ids"], batch["attention_mask"],
+                          GenerationConfig(max_new_tokens=6), keep_eos=True)
+    assert kept[0] == [2, 3, 4, eos]  # the answer that ended keeps its EOS ...
+    assert len(kept[1]) == 6 and eos not in kept[1]  # ... the one cut by the limit has none
+    from distill.config import DistillConfig
+    from distill.generation import generation_kwargs
+
+    assert generation_kwargs(GenerationConfig(num_beams=3), tokenizer(0, 0))["num_beams"] == 3
+    step = DistillConfig(teacher_model_path="t", gen_num_beams=2).step_generation(GenerationConfig())
+    assert step.num_beams == 2
+    # Greedy beam search with one beam is greedy decoding.
+    assert run_batch(model, prompts, GenerationConfig(max_new_tokens=4, num_beams=1)) == \
+        [reference_decode(p, 4) for p in prompts]

@@ -174,3 +174,31 @@ def test_two_ranks_under_zero3_sample_rollouts_and_whiten_over_both(tiny_models:
     assert not torch.equal(states[0]["store"]["tokens"], states[1]["store"]["tokens"])
     rows = [m for m in read_metrics(save) if "train/pg" in m]
     assert len(rows) == 3 and all(math.isfinite(m["train/loss"]) for m in rows)
+
+
+def test_prompt_data_dir_and_seed_lm_mean_what_they_mean_in_lmops(tiny_models: dict, processed_tiny: Path,
+                                                                 processed_tiny_lm: Path, tmp_path: Path,
+                                                                 in_process, monkeypatch) -> None:
+    """--prompt-data-dir is the data (LMOps' name for the prompts), --seed-lm orders the pretraining corpus, and the
+    rollouts' time split is logged (the teacher's share of it too)."""
+    import train_minillm
+    from distill import trainer as trainer_module
+
+    seeds = []
+    real = trainer_module.MicroBatchStream
+
+    class Recording(real):  # type: ignore[misc,valid-type]
+        def __init__(self, dataset, collate, batch_size, seed, *args, **kwargs):
+            seeds.append((type(dataset).__name__, seed))
+            super().__init__(dataset, collate, batch_size, seed, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "MicroBatchStream", Recording)
+    argv = minillm_args(tiny_models, processed_tiny, tmp_path / "run", "--total-iters", "1", "--seed-lm", "123",
+                        "--lm-data-dir", str(processed_tiny_lm))
+    i = argv.index("--data-dir")
+    argv[i] = "--prompt-data-dir"
+    train_minillm.main(argv)
+    assert ("LMDataset", 123) in seeds
+    row = next(m for m in read_metrics(tmp_path / "run") if "train/pg" in m)
+    assert row["train/rollout_seconds"] > 0 and 0 < row["train/teacher_seconds"] <= row["train/rollout_seconds"]
+    assert math.isfinite(row["train/lm"])

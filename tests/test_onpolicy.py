@@ -235,6 +235,9 @@ def test_resume_of_a_gkd_run_with_a_buffer_gives_identical_weights(tiny_models: 
     logged = [m for m in read_metrics(run_a) if "train/loss" in m]
     assert all(math.isfinite(m["train/loss"]) for m in logged)
     assert any(m["train/fresh_share"] > 0 for m in logged) and "train/prepare_share" in logged[0]
+    # a step that generated logs the generated tokens/s
+    assert all(m["train/gen_tokens_per_s"] > 0 for m in logged if m["train/gen_seconds"] > 0)
+    assert any("train/gen_tokens_per_s" in m for m in logged)
 
 
 def test_an_adaptive_run_evaluates_first_and_logs_its_threshold(tiny_models: dict, processed_tiny: Path,
