@@ -172,6 +172,13 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def window_means(sums: Mapping[str, float], counts: Mapping[str, int]) -> dict[str, float]:
+    """The logged mean of each number over a log window: its sum over the steps that reported it, divided by their
+    count. An objective may report a number on some steps only (a selection's overlap on the steps that re-select);
+    dividing by the window's steps would dilute it. Sums without a count (totals such as tokens) are passed as is."""
+    return {k: v / counts[k] if k in counts else v for k, v in sums.items()}
+
+
 def write_best(save_dir: Path, best: Mapping[str, Any]) -> None:
     """``<save>/best.json`` and a relative ``<save>/best`` link to the chosen step's directory, both atomically."""
     tmp = save_dir / "best.json.tmp"
@@ -660,7 +667,8 @@ class Trainer:
         # Logged train metrics are means over the steps since the last log line (one step's batch is noisy,
         # length-grouped batches especially); tokens/s covers training time only, not evaluation or saving.
         window: dict[str, float] = {}
-        window_steps, window_time = 0, 0.0
+        counts: dict[str, int] = {}  # steps that reported each number in this window
+        window_time = 0.0
         while self.step < self.total_iters:
             t0 = time.time()
             out = self.train_step()
@@ -685,15 +693,17 @@ class Trainer:
             self.totals["train_seconds"] += dt
             window["tokens"] = window.get("tokens", 0.0) + tokens
             if not bad:
-                window_steps += 1
                 for k, v in out.items():
                     window[k] = window.get(k, 0.0) + v
+                    # An objective may report a number on some steps only (a selection's overlap on the steps that
+                    # re-select): its mean is over the steps that reported it, not diluted by the others.
+                    counts[k] = counts.get(k, 0) + 1
             lr = self.scheduler.get_last_lr()[0] if self.scheduler is not None else cfg.lr
             self.logger.advance(self.step, out["loss"], lr, tokens / max(dt, 1e-9))
             last_step = self.step == self.total_iters
             last_eval = {}
             if self.step % cfg.log_interval == 0 or last_step:
-                metrics = {f"train/{k}": v / max(window_steps, 1) for k, v in window.items()
+                metrics = {f"train/{k}": v for k, v in window_means(window, counts).items()
                            if k not in ("tokens", "prepare_seconds")}
                 if window.get("gen_seconds"):  # an objective that generates: its speed, per rank
                     metrics["train/gen_tokens_per_s"] = window["gen_tokens"] / window["gen_seconds"]
@@ -703,7 +713,7 @@ class Trainer:
                                 "train/epoch": self.stream.epoch,
                                 "train/peak_mem_mb": peak_memory_mb(self.env.device)})
                 self.logger.log_metrics(self.step, metrics)
-                window, window_steps, window_time = {}, 0, 0.0
+                window, counts, window_time = {}, {}, 0.0
             if (self.eval_every and self.step % self.eval_every == 0) or last_step:
                 last_eval = final_eval = self.evaluate(self.step)
                 self.objective.on_evaluate(last_eval, self.context(training=False))

@@ -368,3 +368,21 @@ def test_sampled_validation_has_its_own_seed(tiny_models: dict, processed_tiny: 
     assert len(eval_entries(every)) == 2 and len(eval_entries(last)) == 1
     assert a[0]["valid/gen_tokens"] == b[0]["valid/gen_tokens"] and a[0]["valid/rougeL"] == b[0]["valid/rougeL"]
     assert max_abs_diff(weights(every / "2"), weights(last / "2")) == 0.0
+
+
+def test_a_number_reported_on_some_steps_is_averaged_over_those_steps() -> None:
+    from distill.trainer import window_means
+
+    # Steps 1-4 of a window: the loss every step, a selection's overlap on the two steps that re-selected.
+    sums, counts = {"loss": 0.0, "selection_overlap": 0.0, "tokens": 0.0}, {"loss": 0, "selection_overlap": 0}
+    for step in range(4):
+        sums["loss"] += 2.0 + step
+        counts["loss"] += 1
+        sums["tokens"] += 10
+        if step % 2 == 0:
+            sums["selection_overlap"] += 0.8
+            counts["selection_overlap"] += 1
+    means = window_means(sums, counts)
+    assert means["loss"] == 3.5
+    assert means["selection_overlap"] == pytest.approx(0.8)  # not 0.4: the steps without a selection do not count
+    assert means["tokens"] == 40  # a total, passed as is
