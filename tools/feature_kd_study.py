@@ -39,7 +39,6 @@ import shlex
 import statistics
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
@@ -48,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 from distill.config import MINILLM_TRAIN_DEFAULTS, InputError, exit_on_input_error  # noqa: E402
-from minillm_study import DEFAULT_INIT_ARGS, check_init_run, check_run_dir, fmt, init_checkpoint  # noqa: E402
+from minillm_study import (add_init_args, add_pair_args, check_init_args, check_run_dir, data_lengths,  # noqa: E402
+                           fmt, init_checkpoint, initialisations, minillm_optimiser)
 from study_common import add_shared_args, check_paths, mean_std, run, write_report  # noqa: E402
 
 RUN_SUMMARY = "run_summary.json"
@@ -154,13 +154,7 @@ def render(results: dict[str, dict[int, dict[str, Any]]], timing: dict[str, dict
 
 def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", default="results/teacher_e20/best")
-    parser.add_argument("--student", default="checkpoints/tiny-gpt2-student",
-                        help="the student before SFT (the initialisation is trained from it)")
-    parser.add_argument("--data-dir", default="processed_data/synth/full/gpt2")
-    parser.add_argument("--lm-data-dir", default="processed_data/synth_pretrain/full/gpt2",
-                        help="pretraining corpus of the MiniLLM runs (tools/process_data_pretrain.py output)")
-    parser.add_argument("--out", default="results/feature_kd_study")
+    add_pair_args(parser, "results/feature_kd_study")
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), help=f"any of {', '.join(OBJECTIVES)}")
     parser.add_argument("--methods", nargs="+", default=list(METHODS),
                         help=f"any of {', '.join(METHODS)} (none: the run without the feature term)")
@@ -176,10 +170,7 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="re-select every N steps in the main runs (the timing runs: every step)")
     parser.add_argument("--timing-steps", type=int, default=32,
                         help="steps of each timing run, selection refreshed every step (0: no timing runs)")
-    parser.add_argument("--init-args", default=DEFAULT_INIT_ARGS,
-                        help="train_sft.py flags of the initialisation (one string)")
-    parser.add_argument("--init-from", help="reuse finished SFT runs DIR/<seed>/train as the initialisations")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once; each gets cores/jobs threads")
+    add_init_args(parser)
     parser.add_argument("--doc-key", default="feature-kd-study", help="--doc markers: <!-- KEY --> ... <!-- /KEY -->")
     add_shared_args(parser, "<!-- feature-kd-study --> (--doc-key)")
     args = parser.parse_args(argv)
@@ -202,6 +193,7 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
         raise InputError(f"{', '.join(clash)} after -- or in --feature-args: the study sets it for each run (use its "
                          f"own flags: --total-iters, --lr, --seeds, --methods, --selection-refresh, --num-rollouts, "
                          f"--init-args, --teacher, --student, --data-dir, --lm-data-dir, --max-new-tokens)")
+    check_init_args(args.init_args)
     return args
 
 
@@ -210,22 +202,14 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = parse(argv)
     check_paths(args.teacher, args.student, args.data_dir,
                 *([args.lm_data_dir] if "minillm" in args.objectives else []))
-    meta_path = Path(args.data_dir) / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    lengths = ([] if "max_length" not in meta else ["--max-length", str(meta["max_length"])]) + \
-              ([] if "max_prompt_length" not in meta else ["--max-prompt-length", str(meta["max_prompt_length"])])
+    lengths = data_lengths(args.data_dir)
     out = Path(args.out)
     d = MINILLM_TRAIN_DEFAULTS
     batch = int(d["batch_size"])
     timing_rollouts = max(1, args.timing_steps * batch // PPO_EPOCHS)
     arms = [(o, m) for o in args.objectives for m in args.methods]
 
-    init_runs = {s: (Path(args.init_from) / str(s) / "train" if args.init_from else out / "init" / str(s) / "train")
-                 for s in args.seeds}
-    if args.init_from:
-        for s, train in init_runs.items():
-            check_init_run(train, args.student, args.data_dir, s)
-            init_checkpoint(train)
+    init_runs = initialisations(args, out)
 
     def want(objective: str, method: str, timing: bool) -> dict[str, Any]:
         w: dict[str, Any] = {"total_iters": args.timing_steps if timing else args.total_iters, "lr": args.lr,
@@ -245,9 +229,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     py = sys.executable
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
     teacher = ["--teacher-model-path", args.teacher] + (["--teacher-model-bf16"] if args.teacher_bf16 else [])
-    optim = ["--batch-size", str(batch), "--warmup-iters", str(d["warmup_iters"]), "--lr-schedule",
-             str(d["lr_schedule"]), "--adam-beta1", str(d["adam_beta1"]), "--adam-beta2", str(d["adam_beta2"]),
-             "--weight-decay", str(d["weight_decay"])]
+    optim = minillm_optimiser()
     common = ["--data-dir", args.data_dir, *lengths, "--max-new-tokens", str(args.max_new_tokens)]
 
     def train_cmd(objective: str, method: str, init: Path, timing: bool) -> list[str]:

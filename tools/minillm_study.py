@@ -121,6 +121,45 @@ def check_run_dir(train: Path, want: dict[str, Any]) -> None:
             raise InputError(f"{train} was run with {key}={got!r}, this study asks for {value!r}; pass another --out")
 
 
+def data_lengths(data_dir: str) -> list[str]:
+    """``--max-length`` / ``--max-prompt-length`` from the data's meta.json: the lengths it was processed with."""
+    meta_path = Path(data_dir) / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return ([] if "max_length" not in meta else ["--max-length", str(meta["max_length"])]) + \
+           ([] if "max_prompt_length" not in meta else ["--max-prompt-length", str(meta["max_prompt_length"])])
+
+
+def initialisations(args: argparse.Namespace, out: Path) -> dict[int, Path]:
+    """Per seed, the SFT run that is its initialisation: ``--init-from DIR``'s ``DIR/<seed>/train`` (checked now: a
+    finished run of this student, data and seed, its best by validation loss) or ``<out>/init/<seed>/train``, which
+    the study trains."""
+    runs = {s: (Path(args.init_from) / str(s) / "train" if args.init_from else out / "init" / str(s) / "train")
+            for s in args.seeds}
+    if args.init_from:
+        for s, train in runs.items():
+            check_init_run(train, args.student, args.data_dir, s)
+            init_checkpoint(train)
+    return runs
+
+
+def check_init_args(init_args: str) -> None:
+    clash = sorted({a.split("=")[0] for a in shlex.split(init_args)}
+                   & {"--seed", "--save", "--model-path", "--data-dir", "--eval-interval", "--eval-gen",
+                      "--overwrite", "--resume"})
+    if clash:
+        raise InputError(f"--init-args: {', '.join(clash)} is set by the study (the initialisation is validated "
+                         f"every epoch on the loss, per seed, in <out>/init/<seed>)")
+
+
+def minillm_optimiser() -> list[str]:
+    """MiniLLM's optimiser and schedule as train_distill.py flags (its own defaults differ), so a KD arm differs from
+    a MiniLLM arm only in what a step computes."""
+    d = MINILLM_TRAIN_DEFAULTS
+    return ["--batch-size", str(d["batch_size"]), "--warmup-iters", str(d["warmup_iters"]),
+            "--lr-schedule", str(d["lr_schedule"]), "--adam-beta1", str(d["adam_beta1"]),
+            "--adam-beta2", str(d["adam_beta2"]), "--weight-decay", str(d["weight_decay"])]
+
+
 def signals(train: Path) -> dict[str, dict[str, Optional[float]]]:
     """MiniLLM's logged training signals in the first and the last logged interval (train rows of metrics.jsonl)."""
     path = train / "metrics.jsonl"
@@ -208,15 +247,28 @@ def render(results: dict[str, dict[int, dict[str, Any]]], refs: dict[str, dict[s
     return "\n".join(lines) + "\n"
 
 
-def parse(argv: Optional[list[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_pair_args(parser: argparse.ArgumentParser, out: str) -> None:
+    """The studies that start from an SFT initialisation: the pair, the data and the output folder."""
     parser.add_argument("--teacher", default="results/teacher_e20/best")
     parser.add_argument("--student", default="checkpoints/tiny-gpt2-student",
                         help="the student before SFT (the initialisation is trained from it)")
     parser.add_argument("--data-dir", default="processed_data/synth/full/gpt2")
     parser.add_argument("--lm-data-dir", default="processed_data/synth_pretrain/full/gpt2",
-                        help="pretraining corpus of the MiniLLM arms (tools/process_data_pretrain.py output)")
-    parser.add_argument("--out", default="results/minillm_study")
+                        help="pretraining corpus of the MiniLLM runs (tools/process_data_pretrain.py output)")
+    parser.add_argument("--out", default=out)
+
+
+def add_init_args(parser: argparse.ArgumentParser) -> None:
+    """The initialisation (initialisations()) and how many runs at once."""
+    parser.add_argument("--init-args", default=DEFAULT_INIT_ARGS,
+                        help="train_sft.py flags of the initialisation (one string)")
+    parser.add_argument("--init-from", help="reuse finished SFT runs DIR/<seed>/train as the initialisations")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once; each gets cores/jobs threads")
+
+
+def parse(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_pair_args(parser, "results/minillm_study")
     parser.add_argument("--arms", nargs="+", default=DEFAULT_ARMS,
                         help=f"any of {', '.join(ARMS)} (the SFT initialisation is always scored)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
@@ -225,11 +277,8 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--num-rollouts", type=int, default=256, help="MiniLLM's rollouts per store (release 256)")
     parser.add_argument("--budget-lr", type=float,
                         help="the lr of the minillm-lr / kd-lr arms (an extra, labelled arm; the others keep 5e-6)")
-    parser.add_argument("--init-args", default=DEFAULT_INIT_ARGS,
-                        help="train_sft.py flags of the initialisation (one string)")
-    parser.add_argument("--init-from", help="reuse finished SFT runs DIR/<seed>/train as the initialisations")
+    add_init_args(parser)
     parser.add_argument("--own-seed", type=int, default=10, help="seed of the sampled answers of the own-sample RKL")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once; each gets cores/jobs threads")
     parser.add_argument("--doc-key", default="minillm-study", help="--doc markers: <!-- KEY --> ... <!-- /KEY -->")
     add_shared_args(parser, "<!-- minillm-study --> (--doc-key)")
     args = parser.parse_args(argv)
@@ -252,12 +301,7 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
         raise InputError(f"{', '.join(clash)} after --: the study sets it for each run (use its own flags: "
                          f"--total-iters, --seeds, --num-rollouts, --budget-lr, --init-args, --teacher, --student, "
                          f"--data-dir, --lm-data-dir, --max-new-tokens)")
-    init_clash = sorted({a.split("=")[0] for a in shlex.split(args.init_args)}
-                        & {"--seed", "--save", "--model-path", "--data-dir", "--eval-interval", "--eval-gen",
-                           "--overwrite", "--resume"})
-    if init_clash:
-        raise InputError(f"--init-args: {', '.join(init_clash)} is set by the study (the initialisation is validated "
-                         f"every epoch on the loss, per seed, in <out>/init/<seed>)")
+    check_init_args(args.init_args)
     return args
 
 
@@ -266,10 +310,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = parse(argv)
     check_paths(args.teacher, args.student, args.data_dir,
                 *([args.lm_data_dir] if any(a.startswith("minillm") for a in args.arms) else []))
-    meta_path = Path(args.data_dir) / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    lengths = ([] if "max_length" not in meta else ["--max-length", str(meta["max_length"])]) + \
-              ([] if "max_prompt_length" not in meta else ["--max-prompt-length", str(meta["max_prompt_length"])])
+    lengths = data_lengths(args.data_dir)
     out = Path(args.out)
     d = MINILLM_TRAIN_DEFAULTS
     release_lr = float(d["lr"])
@@ -277,12 +318,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     def lr_of(arm: str) -> float:
         return float(args.budget_lr) if arm in LR_ARMS else release_lr
 
-    init_runs = {s: (Path(args.init_from) / str(s) / "train" if args.init_from else out / "init" / str(s) / "train")
-                 for s in args.seeds}
-    if args.init_from:
-        for s, train in init_runs.items():
-            check_init_run(train, args.student, args.data_dir, s)
-            init_checkpoint(train)
+    init_runs = initialisations(args, out)
     for s in args.seeds:
         for arm in args.arms:
             want: dict[str, Any] = {"total_iters": args.total_iters, "lr": lr_of(arm)}
@@ -293,11 +329,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     py = sys.executable
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
     teacher = ["--teacher-model-path", args.teacher] + (["--teacher-model-bf16"] if args.teacher_bf16 else [])
-    # KD gets MiniLLM's optimiser and schedule (train_distill.py's own defaults differ), so the arms differ only in
-    # what a step computes.
-    optim = ["--batch-size", str(d["batch_size"]), "--warmup-iters", str(d["warmup_iters"]),
-             "--lr-schedule", str(d["lr_schedule"]), "--adam-beta1", str(d["adam_beta1"]),
-             "--adam-beta2", str(d["adam_beta2"]), "--weight-decay", str(d["weight_decay"])]
+    optim = minillm_optimiser()
     common = ["--data-dir", args.data_dir, *lengths, "--max-new-tokens", str(args.max_new_tokens)]
     distill_common = ["--total-iters", str(args.total_iters), "--eval-interval", "0", "--no-eval-gen",
                       "--save-interval", "100"]
