@@ -695,8 +695,6 @@ class Trainer:
             if not bad:
                 for k, v in out.items():
                     window[k] = window.get(k, 0.0) + v
-                    # An objective may report a number on some steps only (a selection's overlap on the steps that
-                    # re-select): its mean is over the steps that reported it, not diluted by the others.
                     counts[k] = counts.get(k, 0) + 1
             lr = self.scheduler.get_last_lr()[0] if self.scheduler is not None else cfg.lr
             self.logger.advance(self.step, out["loss"], lr, tokens / max(dt, 1e-9))

@@ -38,7 +38,6 @@ import os
 import shlex
 import statistics
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
@@ -46,15 +45,14 @@ from typing import Any, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
-from distill.config import MINILLM_TRAIN_DEFAULTS, InputError, exit_on_input_error  # noqa: E402
-from minillm_study import (add_init_args, add_pair_args, check_init_args, check_run_dir, data_lengths,  # noqa: E402
-                           fmt, init_checkpoint, initialisations, minillm_optimiser)
-from study_common import add_shared_args, check_paths, mean_std, run, write_report  # noqa: E402
+from distill.config import MINILLM_TRAIN_DEFAULTS, InputError, MiniLLMConfig, exit_on_input_error  # noqa: E402
+from study_common import (RUN_SUMMARY, add_init_args, add_pair_args, add_shared_args, check_init_args,  # noqa: E402
+                          check_paths, check_run_dir, data_lengths, fmt, greedy_eval, init_checkpoint,
+                          initialisations, mean_std, minillm_optimiser, sft_initialiser, train_once, write_report)
 
-RUN_SUMMARY = "run_summary.json"
 OBJECTIVES = ("kd", "minillm")
 METHODS = ("none", "grad", "integrated_grads", "max_activations", "random")
-PPO_EPOCHS = 4  # MiniLLM's default (distill/config.py MiniLLMConfig.ppo_epochs): a store lasts rollouts / batch x 4
+PPO_EPOCHS = MiniLLMConfig.ppo_epochs  # the default: a store of R rollouts lasts R / batch x PPO_EPOCHS steps
 #: The tiny pair: student 2 x 64 (MLP 256), teacher 4 x 192 (MLP 768). Residual units, as the release's command
 #: (--hidden); layers at the same relative depth (the final states after the last norm, and the student's middle
 #: [after block 1 of 2] with the teacher's [after block 2 of 4]); k = the student's width, 64 of 192 (no projector);
@@ -246,41 +244,21 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                 "0", "--no-eval-gen", "--save-interval", "0" if timing else "100", *features,
                 *args.train_args]
 
-    gen = ["--eval-name", "valid", "--seeds", "10", "--no-do-sample", "--max-new-tokens", str(args.max_new_tokens),
-           "--eval-batch-size", "100"]
-
     def score(model: Path | str, dd: Path) -> dict[str, float]:
-        if not (dd / "eval" / "summary.json").exists():
-            run([py, "evaluate.py", "--model-path", str(model), "--data-dir", args.data_dir, "--save",
-                 str(dd / "eval"), *gen], dd / "eval.log", threads)
-        ev = json.loads((dd / "eval" / "summary.json").read_text())["sets"]["valid"]
-        return {"rougeL": ev["rougeL_mean"], "exact_match": ev["exact_match_mean"]}
+        return greedy_eval(model, args.data_dir, dd, args.max_new_tokens, threads)
 
-    def timed_run(cmd: list[str], dd: Path) -> None:
-        if (dd / "train" / RUN_SUMMARY).exists():
-            return
-        run([*cmd, "--save", str(dd / "train"), "--resume"], dd / "train.log", threads)
-
-    locks = {s: threading.Lock() for s in args.seeds}
-
-    def ensure_init(seed: int) -> Path:
-        with locks[seed]:  # the runs of a seed wait for its one initialisation
-            if not args.init_from:
-                timed_run([py, "train_sft.py", "--model-path", args.student, *common, *shlex.split(args.init_args),
-                           "--eval-interval", "-1", "--no-eval-gen", *args.train_args, "--seed", str(seed)],
-                          out / "init" / str(seed))
-            return init_checkpoint(init_runs[seed])
+    ensure_init = sft_initialiser(args, out, init_runs, common, threads)
 
     def one(objective: str, method: str, seed: int) -> None:
         dd = out / arm_name(objective, method) / str(seed)
-        timed_run([*train_cmd(objective, method, ensure_init(seed), False), "--seed", str(seed)], dd)
+        train_once([*train_cmd(objective, method, ensure_init(seed), False), "--seed", str(seed)], dd, threads)
         summary = json.loads((dd / "train" / RUN_SUMMARY).read_text())
         score(dd / "train" / str(summary["steps"]), dd)
 
     def timing_run(objective: str, method: str) -> None:
         seed = args.seeds[0]
-        timed_run([*train_cmd(objective, method, ensure_init(seed), True), "--seed", str(seed)],
-                  out / "timing" / arm_name(objective, method))
+        train_once([*train_cmd(objective, method, ensure_init(seed), True), "--seed", str(seed)],
+                   out / "timing" / arm_name(objective, method), threads)
 
     # Seed-major: whole seeds finish first, so a study stopped early has complete seeds; the timing runs last.
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -41,11 +41,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
@@ -54,10 +51,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 from distill.config import MINILLM_TRAIN_DEFAULTS, InputError, exit_on_input_error  # noqa: E402
-from study_common import (add_shared_args, check_paths, mean_std, own_generation_scores, run,  # noqa: E402
-                          write_report)
+from study_common import (RUN_SUMMARY, add_init_args, add_pair_args, add_shared_args, check_init_args,  # noqa: E402
+                          check_paths, check_run_dir, data_lengths, fmt, greedy_eval, init_checkpoint,
+                          initialisations, mean_std, minillm_optimiser, own_generation_scores, run, sft_initialiser,
+                          train_once, write_report)
 
-RUN_SUMMARY = "run_summary.json"  # distill/summary.py's name (that module is not imported, to keep --help light)
 
 ARMS = ("kd", "minillm", "minillm-nomix", "minillm-noreg", "minillm-lr", "kd-lr")
 DEFAULT_ARMS = ["kd", "minillm", "minillm-nomix", "minillm-noreg"]
@@ -69,7 +67,6 @@ LABELS = {"sft": "SFT (the initialisation)", "kd": "KD (fkl, kd-ratio 1)",
           "minillm": "MiniLLM (α 0.2, single-step reg)", "minillm-nomix": "MiniLLM without teacher mix (α 0)",
           "minillm-noreg": "MiniLLM without single-step reg", "minillm-lr": "MiniLLM at --budget-lr",
           "kd-lr": "KD at --budget-lr"}
-DEFAULT_INIT_ARGS = "--epochs 10 --batch-size 32 --lr 1e-3 --warmup-iters 20 --length-pieces 4"
 #: Set per run by the study: given after -- they would override an arm's own setting or the resume logic.
 OWNED = {"--type", "--kd-ratio", "--seed", "--save", "--epochs", "--total-iters", "--model-path",
          "--teacher-model-path", "--data-dir", "--prompt-data-dir", "--lm-data-dir", "--eval-interval", "--eval-gen",
@@ -78,86 +75,6 @@ OWNED = {"--type", "--kd-ratio", "--seed", "--save", "--epochs", "--total-iters"
 #: MiniLLM's training signals read from metrics.jsonl (first and last logged interval).
 SIGNALS = ("train/reward", "train/reg", "train/pg", "train/clip_fraction", "train/response_len", "train/weight_min",
            "train/weight_max", "train/lm")
-
-
-def init_checkpoint(train: Path) -> Path:
-    """The initialisation's checkpoint: the SFT run's best, which must have been chosen by validation loss."""
-    summary = json.loads((train / RUN_SUMMARY).read_text())
-    best = summary.get("best") or {}
-    if best.get("metric") != "valid/loss":
-        raise InputError(f"{train}: its best checkpoint was chosen by {best.get('metric')!r}, the initialisation must "
-                         f"be chosen by valid/loss (train without --eval-gen)")
-    path = train / str(best["step"])
-    if not path.is_dir():
-        raise InputError(f"{train}: its best checkpoint {path} is missing")
-    return path
-
-
-def check_init_run(train: Path, student: str, data_dir: str, seed: int) -> None:
-    """A reused SFT run must be a finished run of this student on this data and seed, validated every epoch
-    without generation (so its best is the lowest validation loss over epochs)."""
-    if not (train / RUN_SUMMARY).is_file():
-        raise InputError(f"--init-from: {train} has no {RUN_SUMMARY} (not a finished run); let it finish or drop "
-                         f"--init-from")
-    a = json.loads((train / "args.json").read_text())
-    want = {"model_path": student, "data_dir": data_dir, "seed": seed, "eval_gen": False, "eval_interval": -1}
-    for key, value in want.items():
-        if os.path.normpath(str(a.get(key))) != os.path.normpath(str(value)):
-            raise InputError(f"--init-from: {train} has {key}={a.get(key)!r}, the study needs {value!r}")
-
-
-def check_run_dir(train: Path, want: dict[str, Any]) -> None:
-    """A run directory of this study made with other settings is refused: skipping it would report the wrong run,
-    resuming it would mix two settings."""
-    args_json = train / "args.json"
-    if not args_json.is_file():
-        return
-    stored = json.loads(args_json.read_text())
-    for key, value in want.items():
-        got = stored.get(key)
-        same = (got == value if not isinstance(value, float)
-                else got is not None and abs(float(got) - value) <= 1e-12 * max(1.0, abs(value)))
-        if not same:
-            raise InputError(f"{train} was run with {key}={got!r}, this study asks for {value!r}; pass another --out")
-
-
-def data_lengths(data_dir: str) -> list[str]:
-    """``--max-length`` / ``--max-prompt-length`` from the data's meta.json: the lengths it was processed with."""
-    meta_path = Path(data_dir) / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return ([] if "max_length" not in meta else ["--max-length", str(meta["max_length"])]) + \
-           ([] if "max_prompt_length" not in meta else ["--max-prompt-length", str(meta["max_prompt_length"])])
-
-
-def initialisations(args: argparse.Namespace, out: Path) -> dict[int, Path]:
-    """Per seed, the SFT run that is its initialisation: ``--init-from DIR``'s ``DIR/<seed>/train`` (checked now: a
-    finished run of this student, data and seed, its best by validation loss) or ``<out>/init/<seed>/train``, which
-    the study trains."""
-    runs = {s: (Path(args.init_from) / str(s) / "train" if args.init_from else out / "init" / str(s) / "train")
-            for s in args.seeds}
-    if args.init_from:
-        for s, train in runs.items():
-            check_init_run(train, args.student, args.data_dir, s)
-            init_checkpoint(train)
-    return runs
-
-
-def check_init_args(init_args: str) -> None:
-    clash = sorted({a.split("=")[0] for a in shlex.split(init_args)}
-                   & {"--seed", "--save", "--model-path", "--data-dir", "--eval-interval", "--eval-gen",
-                      "--overwrite", "--resume"})
-    if clash:
-        raise InputError(f"--init-args: {', '.join(clash)} is set by the study (the initialisation is validated "
-                         f"every epoch on the loss, per seed, in <out>/init/<seed>)")
-
-
-def minillm_optimiser() -> list[str]:
-    """MiniLLM's optimiser and schedule as train_distill.py flags (its own defaults differ), so a KD arm differs from
-    a MiniLLM arm only in what a step computes."""
-    d = MINILLM_TRAIN_DEFAULTS
-    return ["--batch-size", str(d["batch_size"]), "--warmup-iters", str(d["warmup_iters"]),
-            "--lr-schedule", str(d["lr_schedule"]), "--adam-beta1", str(d["adam_beta1"]),
-            "--adam-beta2", str(d["adam_beta2"]), "--weight-decay", str(d["weight_decay"])]
 
 
 def signals(train: Path) -> dict[str, dict[str, Optional[float]]]:
@@ -178,10 +95,6 @@ def paired(xs: list[float], spec: str) -> str:
     """Mean (signed) ± std of paired differences."""
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
     return f"{format(statistics.fmean(xs), '+' + spec)} ± {format(sd, spec)}"
-
-
-def fmt(x: Optional[float], spec: str) -> str:
-    return "n/a" if x is None else format(x, spec)
 
 
 def mean_opt(xs: list[Optional[float]]) -> Optional[float]:
@@ -245,25 +158,6 @@ def render(results: dict[str, dict[int, dict[str, Any]]], refs: dict[str, dict[s
                          f"{fl('clip_fraction', '.3f')} | {fl('response_len', '.1f')} | {fl('weight_min', '.3f')} | "
                          f"{fl('weight_max', '.3f')} | {fl('lm', '.3f')} |")
     return "\n".join(lines) + "\n"
-
-
-def add_pair_args(parser: argparse.ArgumentParser, out: str) -> None:
-    """The studies that start from an SFT initialisation: the pair, the data and the output folder."""
-    parser.add_argument("--teacher", default="results/teacher_e20/best")
-    parser.add_argument("--student", default="checkpoints/tiny-gpt2-student",
-                        help="the student before SFT (the initialisation is trained from it)")
-    parser.add_argument("--data-dir", default="processed_data/synth/full/gpt2")
-    parser.add_argument("--lm-data-dir", default="processed_data/synth_pretrain/full/gpt2",
-                        help="pretraining corpus of the MiniLLM runs (tools/process_data_pretrain.py output)")
-    parser.add_argument("--out", default=out)
-
-
-def add_init_args(parser: argparse.ArgumentParser) -> None:
-    """The initialisation (initialisations()) and how many runs at once."""
-    parser.add_argument("--init-args", default=DEFAULT_INIT_ARGS,
-                        help="train_sft.py flags of the initialisation (one string)")
-    parser.add_argument("--init-from", help="reuse finished SFT runs DIR/<seed>/train as the initialisations")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once; each gets cores/jobs threads")
 
 
 def parse(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -343,38 +237,18 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                    "--num-rollouts", str(args.num_rollouts), *MINILLM_FLAGS[arm]]
         return [*cmd, "--lr", repr(lr_of(arm)), *common, *distill_common, *args.train_args]
 
-    gen = ["--eval-name", "valid", "--seeds", "10", "--no-do-sample", "--max-new-tokens", str(args.max_new_tokens),
-           "--eval-batch-size", "100"]
     own = ["--own-generations", "--max-new-tokens", str(args.max_new_tokens), "--gen-batch-size", "100",
            "--gen-seed", str(args.own_seed)]
 
     def score(model: Path | str, dd: Path) -> None:
         """Greedy Rouge-L and the divergences of one model, each skipped when its output exists."""
-        if not (dd / "eval" / "summary.json").exists():
-            run([py, "evaluate.py", "--model-path", str(model), "--data-dir", args.data_dir, "--save",
-                 str(dd / "eval"), *gen], dd / "eval.log", threads)
+        greedy_eval(model, args.data_dir, dd, args.max_new_tokens, threads)
         div = dd / "divergence.json"
         if not div.exists() or "own_generations" not in json.loads(div.read_text()):
             run([py, "tools/eval_divergence.py", "--student", str(model), "--teacher", args.teacher, "--data-dir",
                  args.data_dir, "--kinds", "rkl", *own, "--out", str(div)], dd / "divergence.log", threads)
 
-    def timed_run(cmd: list[str], dd: Path) -> None:
-        if (dd / "train" / RUN_SUMMARY).exists():
-            return
-        t0 = time.time()
-        # --resume: a run the study was interrupted in continues (a new directory just starts).
-        run([*cmd, "--save", str(dd / "train"), "--resume"], dd / "train.log", threads)
-        (dd / "process_wall.json").write_text(json.dumps({"wall_seconds": time.time() - t0}))
-
-    locks = {s: threading.Lock() for s in args.seeds}
-
-    def ensure_init(seed: int) -> Path:
-        with locks[seed]:  # the arms of a seed wait for its one initialisation
-            if not args.init_from:
-                timed_run([py, "train_sft.py", "--model-path", args.student, *common, *shlex.split(args.init_args),
-                           "--eval-interval", "-1", "--no-eval-gen", *args.train_args, "--seed", str(seed)],
-                          out / "init" / str(seed))
-            return init_checkpoint(init_runs[seed])
+    ensure_init = sft_initialiser(args, out, init_runs, common, threads)
 
     def sft(seed: int) -> None:
         score(ensure_init(seed), out / "sft" / str(seed))
@@ -382,7 +256,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     def one(arm: str, seed: int) -> None:
         init = ensure_init(seed)
         dd = out / arm / str(seed)
-        timed_run([*train_cmd(arm, init), "--seed", str(seed)], dd)
+        train_once([*train_cmd(arm, init), "--seed", str(seed)], dd, threads)
         summary = json.loads((dd / "train" / RUN_SUMMARY).read_text())
         score(dd / "train" / str(summary["steps"]), dd)
 

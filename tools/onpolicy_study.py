@@ -37,7 +37,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
@@ -46,8 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 from distill.config import InputError, exit_on_input_error  # noqa: E402
-from study_common import (add_shared_args, category_rouge, check_paths, mean_std,  # noqa: E402
-                          own_generation_scores, run, write_report)
+from study_common import (add_shared_args, category_rouge, check_paths, greedy_eval, mean_std,  # noqa: E402
+                          own_generation_scores, run, train_once, write_report)
 
 RUN_SUMMARY = "run_summary.json"  # distill/summary.py's name (not imported: that module is torch-free, but this
 #                                   keeps the tool's --help and input checks free of the package's imports)
@@ -244,16 +243,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             cmd += in_step
         return [*cmd, *common]
 
-    gen = ["--eval-name", "valid", "--seeds", "10", "--no-do-sample", "--max-new-tokens", str(args.max_new_tokens),
-           "--eval-batch-size", "100"]
     own = ["--own-generations", "--max-new-tokens", str(args.max_new_tokens), "--gen-batch-size", "100",
            "--gen-seed", str(args.own_seed)] + (["--no-gen-do-sample"] if args.own_greedy else [])
 
     def score(model: str, d: Path, teacher_forced: bool = True) -> None:
         """Greedy Rouge-L and the own-answer divergence of one model, each skipped when its output exists."""
-        if not (d / "eval" / "summary.json").exists():
-            run([py, "evaluate.py", "--model-path", model, "--data-dir", args.data_dir, "--save", str(d / "eval"),
-                 *gen], d / "eval.log", threads)
+        greedy_eval(model, args.data_dir, d, args.max_new_tokens, threads)
         div = d / "divergence.json"
         if not div.exists() or "own_generations" not in json.loads(div.read_text()):
             run([py, "tools/eval_divergence.py", "--student", model, "--teacher", args.teacher, "--data-dir",
@@ -262,12 +257,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     def one(arm: str, seed: int) -> None:
         d = out / arm / str(seed)
-        if not (d / "train" / RUN_SUMMARY).exists():
-            t0 = time.time()
-            # --resume: a run the study was interrupted in continues (a new directory just starts).
-            run([*train_cmd(arm), "--seed", str(seed), "--save", str(d / "train"), "--resume"], d / "train.log",
-                threads)
-            (d / "process_wall.json").write_text(json.dumps({"wall_seconds": time.time() - t0}))
+        train_once([*train_cmd(arm), "--seed", str(seed)], d, threads)
         score(str(final_checkpoint(d / "train")), d)
 
     def references() -> None:
