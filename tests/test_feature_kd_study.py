@@ -29,7 +29,8 @@ def base(tmp_path: Path) -> list[str]:
     (["--selection-refresh", "-1"], ["--selection-refresh"]),
     (["--feature-args", "--hidden --method grad --alpha-corr 1"], ["--method", "--methods"]),
     (["--", "--selection-refresh", "1"], ["--selection-refresh after --"]),
-    (["--", "--lr=1e-4"], ["--lr after --"])])
+    (["--", "--lr=1e-4"], ["--lr after --"]),
+    (["--init-args", "--epochs 2 --seed 3"], ["--init-args", "--seed"])])
 def test_bad_flags_stop_before_any_run(tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str],
                                        words: list[str]) -> None:
     argv = base(tmp_path) + extra if "--" in extra else extra + base(tmp_path)
@@ -83,3 +84,22 @@ def test_table_pairs_each_method_with_the_same_seeds_run_without_the_term() -> N
     assert none.endswith("| n/a |")
     timed = next(line for line in table.splitlines() if line.startswith("| kd | grad | 8 |"))
     assert "| 1.250 | 2.50 | 0.625 | 50.0% |" in timed
+
+
+def test_a_training_run_is_run_once_and_a_reused_initialisation_is_not_trained(tmp_path: Path) -> None:
+    import argparse
+
+    from study_common import sft_initialiser, train_once
+
+    run_dir = tmp_path / "kd" / "1"
+    train_once([sys.executable, "-c", "pass"], run_dir)  # --save/--resume are appended; `python -c` ignores them
+    assert json.loads((run_dir / "process_wall.json").read_text())["wall_seconds"] >= 0
+    (run_dir / "train").mkdir()
+    (run_dir / "train" / "run_summary.json").write_text("{}")
+    train_once([sys.executable, "-c", "raise SystemExit(3)"], run_dir)  # finished: not run again (it would fail)
+    init = tmp_path / "sft" / "1" / "train"
+    (init / "7").mkdir(parents=True)
+    (init / "run_summary.json").write_text(json.dumps({"best": {"step": 7, "metric": "valid/loss"}}))
+    args = argparse.Namespace(init_from=str(tmp_path / "sft"), student="s", init_args="", train_args=[])
+    checkpoint = sft_initialiser(args, tmp_path / "out", {1: init}, [], None)
+    assert checkpoint(1) == init / "7" and not (tmp_path / "out" / "init").exists()
